@@ -1,0 +1,246 @@
+"""Experiment config: the schema with defaults, and validation.
+
+Every experiment is an ``ml_collections.ConfigDict`` that starts from
+``default_config()`` and changes only keys that exist there. Config files in
+``configs/`` define ``get_config()`` returning ``override(default_config(),
+{...})`` so a typo in a config file fails the same way as a typo on the command
+line (``--config.model.actvation=smelu`` -> "unknown key model.actvation; did
+you mean model.activation?").
+
+Sections (one per layer of the library, read by that layer only):
+
+* ``data``   -> ``recsys_smelu.data``   (files, format, schema, bad rows)
+* ``model``  -> ``recsys_smelu.models`` (architecture, activations)
+* ``train``  -> ``recsys_smelu.train``  (optimizers, steps, checkpoints)
+* ``seed``   -> everywhere randomness enters (init, data order, dropout)
+* ``determinism`` -> op determinism switch (bit-identical twins)
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from typing import Any, Iterable, Mapping
+
+import ml_collections
+
+# Placeholder for "no value" in list-valued fields, which ConfigDict types
+# strictly; empty string means "not set" for optional paths.
+_UNSET = ""
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Returns the full schema with defaults (a small synthetic DLRM)."""
+  c = ml_collections.ConfigDict()
+
+  c.data = ml_collections.ConfigDict()
+  # 'tsv' (Criteo text, plain or .gz), 'tfrecord' (tf.Example) or 'movielens'.
+  c.data.format = "tsv"
+  c.data.train_files = _UNSET  # file pattern(s), comma separated; gs:// ok
+  c.data.eval_files = _UNSET
+  c.data.movielens_dir = _UNSET  # format == 'movielens': u.data, u.user, u.item
+  # Optional per-eval-example true probabilities (synthetic data), one float
+  # per line in eval order; enables excess log loss in reports.
+  c.data.eval_truth = _UNSET
+  c.data.num_dense = 13
+  c.data.num_categorical = 26
+  c.data.num_buckets = 10_000  # hash buckets per categorical feature
+  c.data.on_bad_row = "error"  # 'error' | 'skip'
+  c.data.shuffle_buffer = 10_000  # 0 disables shuffling
+  c.data.cycle_length = 8  # files read in parallel
+
+  c.model = ml_collections.ConfigDict()
+  c.model.interaction = "dot"  # 'dot' (DLRM) | 'cross' (DCN-v2) | 'concat'
+  c.model.embedding_dim = 8
+  c.model.bottom_mlp = [64, 8]  # last width == embedding_dim for 'dot'
+  c.model.top_mlp = [64, 32, 1]  # last width is the logit
+  c.model.activation = "relu"  # registry spec, used by every block ...
+  c.model.bottom_activation = _UNSET  # ... unless overridden per block
+  c.model.top_activation = _UNSET
+  c.model.cross_num_layers = 2
+  c.model.cross_mode = "stacked"  # 'stacked' | 'parallel'
+  c.model.cross_projection_dim = 0  # >0: low-rank cross
+  c.model.cross_activation = _UNSET  # activation after the cross stack
+  c.model.normalization = "none"  # 'none' | 'layer' | 'batch'
+  c.model.dropout = 0.0
+  c.model.ensemble_size = 1  # >1: average logits of N independently seeded towers
+  c.model.mixed_precision = "float32"  # 'float32'|'mixed_bfloat16'|'mixed_float16'
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 256
+  c.train.eval_batch_size = 1024
+  c.train.steps = 1000  # total optimizer steps
+  c.train.optimizer = "adam"  # dense layers: 'adam' | 'adagrad' | 'sgd'
+  c.train.learning_rate = 1e-3
+  c.train.embedding_optimizer = "adagrad"  # 'adam' | 'adagrad' | 'sgd'
+  c.train.embedding_learning_rate = 0.05
+  c.train.warmup_steps = 0
+  c.train.decay = "none"  # 'none' | 'cosine' | 'linear'
+  c.train.steps_per_execution = 1
+  c.train.jit_compile = False
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 3
+  c.train.log_every = 100
+  c.train.export = False  # write a SavedModel at the end of training
+
+  c.seed = ml_collections.ConfigDict()
+  c.seed.init = 1  # weights
+  c.seed.data = 1  # shuffle order
+  c.seed.dropout = 1
+
+  c.determinism = False  # op determinism (+ oneDNN off on CPU): bit-identical runs
+  return c
+
+
+class ConfigError(ValueError):
+  """A config key or value is invalid; the message names the key."""
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in d.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      out.update(_flatten(value, path + "."))
+    else:
+      out[path] = value
+  return out
+
+
+def _unknown_key_error(key: str, valid: Iterable[str]) -> ConfigError:
+  valid = sorted(valid)
+  close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+  hint = f"; did you mean {close[0]!r}?" if close else ""
+  return ConfigError(f"unknown config key {key!r}{hint} Valid keys: "
+                     f"{', '.join(valid)}")
+
+
+def override(config: ml_collections.ConfigDict,
+             changes: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """Returns a copy of ``config`` with dotted-key ``changes`` applied.
+
+  ``override(c, {"model.activation": "smelu", "train.steps": 50})``. An
+  unknown key raises ConfigError naming it and its nearest valid neighbour.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  valid = _flatten(config.to_dict())
+  for key, value in changes.items():
+    if key not in valid:
+      raise _unknown_key_error(key, valid)
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise ConfigError(f"config key {key!r}: {e}") from None
+  return config
+
+
+_CHOICES = {
+    "data.format": ("tsv", "tfrecord", "movielens"),
+    "data.on_bad_row": ("error", "skip"),
+    "model.interaction": ("dot", "cross", "concat"),
+    "model.cross_mode": ("stacked", "parallel"),
+    "model.normalization": ("none", "layer", "batch"),
+    "model.mixed_precision": ("float32", "mixed_bfloat16", "mixed_float16"),
+    "train.optimizer": ("adam", "adagrad", "sgd"),
+    "train.embedding_optimizer": ("adam", "adagrad", "sgd"),
+    "train.decay": ("none", "cosine", "linear"),
+}
+
+_POSITIVE = ("data.num_buckets", "model.embedding_dim", "train.batch_size",
+             "train.eval_batch_size", "train.steps", "train.learning_rate",
+             "train.embedding_learning_rate", "train.steps_per_execution",
+             "train.checkpoint_every", "train.keep_checkpoints",
+             "train.log_every", "model.ensemble_size", "data.cycle_length")
+
+
+def validate(config: ml_collections.ConfigDict, check_paths: bool = True
+             ) -> ml_collections.ConfigDict:
+  """Checks keys, types, choices and paths; returns the config unchanged.
+
+  Runs before any TensorFlow work so a typo costs seconds, not a failed job.
+  Raises ConfigError naming the offending key.
+  """
+  schema = _flatten(default_config().to_dict())
+  given = _flatten(config.to_dict())
+  for key in given:
+    if key not in schema:
+      raise _unknown_key_error(key, schema)
+  for key, default in schema.items():
+    if key not in given:
+      raise ConfigError(f"config key {key!r} is missing")
+    value = given[key]
+    if isinstance(default, bool) != isinstance(value, bool) or (
+        isinstance(default, (int, float)) and not isinstance(value, (int, float))
+    ) or (isinstance(default, str) and not isinstance(value, str)) or (
+        isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple))):
+      raise ConfigError(f"config key {key!r} must be {type(default).__name__}, "
+                        f"got {value!r}")
+  for key, choices in _CHOICES.items():
+    if given[key] not in choices:
+      raise ConfigError(f"config key {key!r} is {given[key]!r}; choose one of "
+                        f"{', '.join(choices)}")
+  for key in _POSITIVE:
+    if not given[key] > 0:
+      raise ConfigError(f"config key {key!r} must be > 0, got {given[key]!r}")
+  if not 0.0 <= given["model.dropout"] < 1.0:
+    raise ConfigError(f"config key 'model.dropout' must be in [0, 1), got "
+                      f"{given['model.dropout']!r}")
+  if check_paths:
+    _check_data_paths(config)
+  return config
+
+
+def _check_data_paths(config: ml_collections.ConfigDict) -> None:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  d = config.data
+  if d.format == "movielens":
+    if not d.movielens_dir or not tf.io.gfile.isdir(d.movielens_dir):
+      raise ConfigError(f"config key 'data.movielens_dir' is {d.movielens_dir!r}"
+                        ", which is not a directory")
+    return
+  for key in ("train_files", "eval_files"):
+    pattern = d[key]
+    if not pattern:
+      raise ConfigError(f"config key 'data.{key}' is empty; give a file pattern")
+    for part in pattern.split(","):
+      if not tf.io.gfile.glob(part.strip()):
+        raise ConfigError(f"config key 'data.{key}': pattern {part!r} matches "
+                          "no file")
+  if d.eval_truth and not tf.io.gfile.exists(d.eval_truth):
+    raise ConfigError(f"config key 'data.eval_truth': {d.eval_truth!r} does "
+                      "not exist")
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """Inverse of ``to_json``; unknown keys are rejected by ``validate``."""
+  return override(default_config(), _flatten(json.loads(text)))
+
+
+def save(config: ml_collections.ConfigDict, directory: str) -> str:
+  """Writes ``directory/config.json`` (the resolved config of a run)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.io.gfile.makedirs(directory)
+  path = os.path.join(directory, "config.json")
+  with tf.io.gfile.GFile(path, "w") as f:
+    f.write(to_json(config))
+  return path
+
+
+def load(directory: str) -> ml_collections.ConfigDict:
+  """Reads ``directory/config.json`` written by ``save``."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  path = os.path.join(directory, "config.json")
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {directory!r} a model_dir "
+                            "written by recsys_smelu.train?")
+  with tf.io.gfile.GFile(path) as f:
+    return from_json(f.read())
