@@ -108,12 +108,21 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def _unknown_key_error(key: str, valid: Iterable[str]) -> ConfigError:
-  valid = sorted(valid)
+def flat_keys() -> list[str]:
+  """All dotted keys of the schema, e.g. 'model.activation'."""
+  return sorted(_flatten(default_config().to_dict()))
+
+
+def unknown_key_message(key: str, valid: Iterable[str] | None = None) -> str:
+  """'unknown config key 'x'; did you mean 'y'? Valid keys: ...'."""
+  valid = sorted(valid if valid is not None else flat_keys())
   close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-  hint = f"; did you mean {close[0]!r}?" if close else ""
-  return ConfigError(f"unknown config key {key!r}{hint} Valid keys: "
-                     f"{', '.join(valid)}")
+  hint = f"; did you mean {close[0]!r}?" if close else "."
+  return f"unknown config key {key!r}{hint} Valid keys: {', '.join(valid)}"
+
+
+def _unknown_key_error(key: str, valid: Iterable[str]) -> ConfigError:
+  return ConfigError(unknown_key_message(key, valid))
 
 
 def override(config: ml_collections.ConfigDict,
