@@ -283,6 +283,15 @@ def test_compare_pd_too_few_pairs_and_dict_input():
   assert result["difference"] == pytest.approx(-0.4)
 
 
+def test_compare_pd_identical_twins():
+  # Bit-identical twins: every pair PD is 0 in both variants -> no difference.
+  same = m.compare_pd([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+  assert same["verdict"] == "within spread" and same["permutation_p"] == 1.0
+  assert same["ci_low"] == same["ci_high"] == 0.0
+  # A deterministic variant against a noisy reference: clearly smaller.
+  assert m.compare_pd([0.0] * 3, [0.1, 0.12, 0.11])["verdict"] == "smaller"
+
+
 def test_compare_pd_is_deterministic_given_seed():
   a, b = [0.1, 0.2, 0.15, 0.12], [0.14, 0.3, 0.22, 0.18]
   assert m.compare_pd(a, b, seed=3) == m.compare_pd(a, b, seed=3)
