@@ -273,6 +273,13 @@ def test_compare_pd_overlap_is_within_spread():
   result = m.compare_pd([0.10, 0.11, 0.25], [0.20, 0.21, 0.22])
   assert result["ranges_overlap"]
   assert result["verdict"] == "within spread"
+  # The bootstrap interval excludes 0 (a resample of a's 5 pairs reaches
+  # b's level only if it draws 0.205 nearly every time), yet 0.205 lies
+  # inside b's range: the non-overlap rule alone keeps the verdict.
+  result = m.compare_pd([0.10, 0.10, 0.10, 0.10, 0.205],
+                        [0.20, 0.21, 0.22, 0.20, 0.21])
+  assert result["ci_high"] < 0 and result["ranges_overlap"]
+  assert result["verdict"] == "within spread"
 
 
 def test_compare_pd_too_few_pairs_and_dict_input():
