@@ -1,0 +1,25 @@
+"""CTR model family on TensorFlow Recommenders (DLRM, DCN-v2, deep MLP).
+
+``build_model(config, schema)`` is the one entry point the trainer, the twin
+evaluator and export use; ``embedding_optimizer(config)`` builds the
+TPUEmbedding optimizer from ``config.train``.
+"""
+
+from recsys_smelu.models.blocks import MLP, derive_seed
+from recsys_smelu.models.ctr import (
+    AUC_THRESHOLDS,
+    METRIC_NAMES,
+    CTRModel,
+    CTRTower,
+    MeanPrediction,
+    build_model,
+    check_model_config,
+    embedding_optimizer,
+    keras_embedding_optimizer,
+)
+
+__all__ = [
+    "AUC_THRESHOLDS", "METRIC_NAMES", "CTRModel", "CTRTower", "MLP",
+    "MeanPrediction", "build_model", "check_model_config", "derive_seed",
+    "embedding_optimizer", "keras_embedding_optimizer",
+]

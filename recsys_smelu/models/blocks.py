@@ -1,0 +1,156 @@
+"""Building blocks of the CTR models: seed derivation and the MLP block.
+
+Every random number in a model comes from an explicit config seed
+(``seed.init`` for weights, ``seed.dropout`` for dropout masks). A model has
+many layers and each needs its own seed; ``derive_seed`` maps the base seed and
+the layer's path (``"tower_0/top_mlp/dense_1"``) to a 31-bit seed through
+SHA-256, so seeds are distinct per layer, identical across processes (unlike
+Python's salted ``hash``) and independent of construction order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+NORMALIZATIONS = ("none", "layer", "batch")
+
+
+def derive_seed(base_seed: int, path: str) -> int:
+  """Returns a seed in ``[0, 2**31 - 1)`` for ``path`` under ``base_seed``.
+
+  ``int(sha256(f"{base_seed}/{path}")) mod (2**31 - 1)``: deterministic,
+  well mixed (neighbouring base seeds or paths give unrelated seeds).
+  """
+  digest = hashlib.sha256(f"{int(base_seed)}/{path}".encode("utf-8")).digest()
+  return int.from_bytes(digest[:8], "big") % (2**31 - 1)
+
+
+def glorot_uniform(base_seed: int, path: str) -> tf.keras.initializers.Initializer:
+  """Glorot-uniform kernel initializer seeded from ``derive_seed``.
+
+  Seeded tf.keras initializers use stateless random ops, so the same seed
+  gives the same weights in any process.
+  """
+  return tf.keras.initializers.GlorotUniform(seed=derive_seed(base_seed, path))
+
+
+def make_activation(spec: str, policy: tf.keras.mixed_precision.Policy
+                    ) -> tf.keras.layers.Layer:
+  """A fresh activation layer from the registry, computing in ``policy``.
+
+  The registry builds layers with the default (global) dtype policy; we set
+  the block's policy on the new, still unbuilt layer so that under
+  ``mixed_bfloat16`` the activation runs in bfloat16 instead of autocasting
+  its input back to float32 (trainable parameters such as SmeLU's beta stay
+  float32 variables and are autocast in the call, as for any Keras layer).
+  """
+  from recsys_smelu import activations  # pylint: disable=g-import-not-at-top
+  layer = activations.get_activation(spec)
+  layer._set_dtype_policy(policy)  # pylint: disable=protected-access
+  return layer
+
+
+class MLP(tf.keras.layers.Layer):
+  """A stack of ``Dense -> normalization -> activation -> dropout`` layers.
+
+  Every listed width is a hidden layer (the logit is a separate layer of the
+  model, so it stays linear and float32). Normalization ('layer' or 'batch')
+  sits between the affine map and the activation, as in [SL22]'s setting
+  where normalizing hidden layers helps reproducibility. Each Dense kernel is
+  Glorot-uniform with its own derived seed; each dropout layer draws its mask
+  from a ``tf.random.Generator`` seeded from the dropout seed, whose state is
+  a (checkpointed) variable, so resumed training continues the same masks.
+
+  Args:
+    widths: hidden widths, at least one.
+    activation: activation registry spec (e.g. ``"smelu:beta=0.5"``); each
+      hidden layer gets its own fresh activation layer (own trainable params).
+    normalization: 'none' | 'layer' | 'batch'.
+    dropout: dropout rate in [0, 1); 0 adds no dropout layer.
+    init_seed: base seed for kernels (``seed.init``).
+    dropout_seed: base seed for dropout masks (``seed.dropout``).
+    seed_path: prefix for derived seeds, unique within the model
+      (e.g. ``"tower_0/bottom_mlp"``).
+    dtype: dtype policy (name or Policy), e.g. 'mixed_bfloat16'.
+  """
+
+  def __init__(self,
+               widths: Sequence[int],
+               activation: str,
+               normalization: str = "none",
+               dropout: float = 0.0,
+               init_seed: int = 0,
+               dropout_seed: int = 0,
+               seed_path: str = "mlp",
+               dtype: Optional[str | tf.keras.mixed_precision.Policy] = None,
+               name: Optional[str] = None):
+    super().__init__(name=name, dtype=dtype)
+    if not widths:
+      raise ValueError(f"MLP {name or seed_path!r}: widths must not be empty")
+    if any(int(w) <= 0 for w in widths):
+      raise ValueError(f"MLP {name or seed_path!r}: widths must be positive, "
+                       f"got {list(widths)}")
+    if normalization not in NORMALIZATIONS:
+      raise ValueError(f"MLP {name or seed_path!r}: normalization "
+                       f"{normalization!r} is not one of {NORMALIZATIONS}")
+    if not 0.0 <= dropout < 1.0:
+      raise ValueError(f"MLP {name or seed_path!r}: dropout must be in [0, 1), "
+                       f"got {dropout}")
+    self.widths = tuple(int(w) for w in widths)
+    self.activation_spec = activation
+    self.normalization = normalization
+    self.dropout_rate = float(dropout)
+    self.init_seed = int(init_seed)
+    self.dropout_seed = int(dropout_seed)
+    self.seed_path = seed_path
+    policy = self.dtype_policy
+    self.hidden_layers: list[list[tf.keras.layers.Layer]] = []
+    for i, width in enumerate(self.widths):
+      layers = [tf.keras.layers.Dense(
+          width,
+          kernel_initializer=glorot_uniform(init_seed, f"{seed_path}/dense_{i}"),
+          bias_initializer="zeros",
+          name=f"dense_{i}",
+          dtype=policy)]
+      if normalization == "layer":
+        layers.append(tf.keras.layers.LayerNormalization(
+            name=f"layer_norm_{i}", dtype=policy))
+      elif normalization == "batch":
+        layers.append(tf.keras.layers.BatchNormalization(
+            name=f"batch_norm_{i}", dtype=policy))
+      layers.append(make_activation(activation, policy))
+      if self.dropout_rate > 0:
+        layers.append(tf.keras.layers.Dropout(
+            self.dropout_rate,
+            seed=derive_seed(dropout_seed, f"{seed_path}/dropout_{i}"),
+            force_generator=True,
+            name=f"dropout_{i}",
+            dtype=policy))
+      self.hidden_layers.append(layers)
+
+  @property
+  def layers(self) -> list:
+    """Direct sublayers (lets ``summary(expand_nested=True)`` expand us)."""
+    return list(self._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
+
+  def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
+    x = inputs
+    for layers in self.hidden_layers:
+      for layer in layers:
+        if isinstance(layer, (tf.keras.layers.BatchNormalization,
+                              tf.keras.layers.Dropout)):
+          x = layer(x, training=training)
+        else:
+          x = layer(x)
+    return x
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(widths=list(self.widths), activation=self.activation_spec,
+                  normalization=self.normalization, dropout=self.dropout_rate,
+                  init_seed=self.init_seed, dropout_seed=self.dropout_seed,
+                  seed_path=self.seed_path)
+    return config

@@ -1,0 +1,540 @@
+"""CTR models on TensorFlow Recommenders: DLRM, DCN-v2 and a deep MLP.
+
+One tower (``CTRTower``) maps a batch of features to one logit:
+
+```
+sparse ids ──► TPUEmbedding ──► e_1 .. e_k            (one table per feature)
+dense      ──► bottom MLP   ──► d                      (skipped when num_dense=0)
+interaction:
+  'dot'    DLRM:   z = [d, DotInteraction(d, e_1..e_k)]   (pairwise dots, i<j)
+  'cross'  DCN-v2: x0 = [d, e_1..e_k];  x_{l+1} = x0 * (W_l x_l + b_l) + x_l
+           stacked:  z = x_L -> top MLP
+           parallel: z = [x_L, top MLP hidden(x0)] -> logit
+  'concat' deep MLP: z = [d, e_1..e_k]
+top MLP hidden layers ──► logit (linear Dense(1), float32)
+```
+
+``CTRModel`` is a ``tfrs.models.Model`` holding ``ensemble_size`` towers with
+independently derived seeds; its prediction is the mean of the tower logits.
+Its ``train_step`` sends the embedding-table gradients to the embedding
+optimizer (``config.train.embedding_optimizer``) and all other gradients to the
+optimizer given to ``compile``; on TPU the TPUEmbedding layer applies its own
+optimizer inside the backward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import ml_collections
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from recsys_smelu.config import ConfigError
+from recsys_smelu.data.features import DENSE_KEY, SPARSE_KEY, FeatureSchema
+from recsys_smelu.models import blocks
+
+INTERACTIONS = ("dot", "cross", "concat")
+CROSS_MODES = ("stacked", "parallel")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# Names of the metrics ``CTRModel.compute_loss`` updates (fit/evaluate logs
+# also carry 'loss', 'regularization_loss' and 'total_loss').
+METRIC_NAMES = ("auc", "log_loss", "mean_prediction", "mean_label")
+AUC_THRESHOLDS = 10_000
+# Adagrad's starting accumulator, as in tf.tpu.experimental.embedding.Adagrad.
+ADAGRAD_INITIAL_ACCUMULATOR = 0.1
+
+_EmbeddingFeature = tf.tpu.experimental.HardwareFeature.EmbeddingFeature
+
+
+# --------------------------------------------------------------------------
+# Embedding optimizer
+
+
+def embedding_optimizer(config: ml_collections.ConfigDict):
+  """The TPU embedding optimizer from ``config.train``.
+
+  ``train.embedding_optimizer`` in {'adagrad', 'adam', 'sgd'} with learning
+  rate ``train.embedding_learning_rate``. Returns a
+  ``tf.tpu.experimental.embedding`` optimizer (what ``TPUEmbedding`` takes;
+  TFRS rejects the new Keras optimizers). Adagrad starts its accumulator at
+  0.1; Adam is the TPU "lazy" Adam (only rows looked up in a batch move).
+  """
+  name = config.train.embedding_optimizer
+  lr = float(config.train.embedding_learning_rate)
+  if not lr > 0:
+    raise ConfigError(f"config key 'train.embedding_learning_rate' must be > 0, "
+                      f"got {lr!r}")
+  emb = tf.tpu.experimental.embedding
+  if name == "adagrad":
+    return emb.Adagrad(learning_rate=lr,
+                       initial_accumulator_value=ADAGRAD_INITIAL_ACCUMULATOR)
+  if name == "adam":
+    return emb.Adam(learning_rate=lr)
+  if name == "sgd":
+    return emb.SGD(learning_rate=lr)
+  raise ConfigError(f"config key 'train.embedding_optimizer' is {name!r}; "
+                    "choose one of adagrad, adam, sgd")
+
+
+def keras_embedding_optimizer(tpu_optimizer) -> tf.keras.optimizers.Optimizer:
+  """The Keras twin of a TPU embedding optimizer, for tables on CPU/GPU.
+
+  On CPU/GPU the TPUEmbedding tables are ordinary variables that receive
+  ``IndexedSlices`` gradients; this optimizer applies the same rule to the
+  rows looked up (duplicate ids summed first): Adagrad
+  ``acc += g^2; w -= lr g / sqrt(acc + 1e-7)`` with acc starting at the TPU
+  value, SGD ``w -= lr g``, Adam with the same betas/epsilon (Keras Adam
+  decays the moments of all rows each step, where TPU lazy Adam touches only
+  the rows looked up). These are the tf.keras (Keras 2) optimizers, whose
+  sparse updates are scatter ops that also compile under XLA.
+  """
+  emb = tf.tpu.experimental.embedding
+  lr = float(tpu_optimizer.learning_rate)
+  if isinstance(tpu_optimizer, emb.Adagrad):
+    return tf.keras.optimizers.Adagrad(
+        learning_rate=lr,
+        initial_accumulator_value=tpu_optimizer.initial_accumulator_value,
+        name="embedding_adagrad")
+  if isinstance(tpu_optimizer, emb.Adam):
+    return tf.keras.optimizers.Adam(
+        learning_rate=lr, beta_1=tpu_optimizer.beta_1,
+        beta_2=tpu_optimizer.beta_2, epsilon=tpu_optimizer.epsilon,
+        name="embedding_adam")
+  if isinstance(tpu_optimizer, emb.SGD):
+    return tf.keras.optimizers.SGD(learning_rate=lr, name="embedding_sgd")
+  raise ValueError(f"no Keras twin for embedding optimizer {tpu_optimizer!r}")
+
+
+def _tables_are_local(layer: tfrs.layers.embedding.TPUEmbedding) -> bool:
+  """True when the layer's trainable variables are the tables themselves.
+
+  That is the case on CPU/GPU (and TPUs without embedding hardware); with a
+  TPU embedding engine (V1/V2) the only trainable variable is a dummy whose
+  gradient triggers the on-TPU optimizer.
+  """
+  feature = getattr(layer, "_embedding_feature", None)
+  return feature not in (_EmbeddingFeature.V1, _EmbeddingFeature.V2)
+
+
+# --------------------------------------------------------------------------
+# Layers
+
+
+class MeanPrediction(tf.keras.metrics.Mean):
+  """Mean predicted probability ``mean(sigmoid(logit))`` (calibration)."""
+
+  def __init__(self, name: str = "mean_prediction", dtype=None):
+    super().__init__(name=name, dtype=dtype)
+
+  def update_state(self, logits, sample_weight=None):
+    return super().update_state(tf.sigmoid(tf.cast(logits, tf.float32)),
+                                sample_weight=sample_weight)
+
+
+class SeededCross(tfrs.layers.feature_interaction.Cross):
+  """TFRS ``Cross`` with its own seed per weight and the layer's dtype policy.
+
+  TFRS clones one initializer for U and V of a low-rank cross, so a seeded
+  initializer would give both the same random stream; here each matrix gets
+  a seed derived from its path. The inner Dense layers also take this layer's
+  policy, so under mixed precision the cross runs in the compute dtype.
+  """
+
+  def __init__(self, init_seed: int, seed_path: str, **kwargs):
+    super().__init__(**kwargs)
+    self._init_seed = int(init_seed)
+    self._seed_path = seed_path
+
+  def build(self, input_shape):
+    super().build(input_shape)
+    if self._projection_dim is None:
+      inner = {"w": self._dense}
+    else:
+      inner = {"u": self._dense_u, "v": self._dense_v}
+    for key, dense in inner.items():
+      dense.kernel_initializer = blocks.glorot_uniform(
+          self._init_seed, f"{self._seed_path}/{key}")
+      dense._set_dtype_policy(self.dtype_policy)  # pylint: disable=protected-access
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(init_seed=self._init_seed, seed_path=self._seed_path)
+    return config
+
+
+def _named_embedding(feature_config, optimizer, name: str
+                     ) -> tfrs.layers.embedding.TPUEmbedding:
+  """A TPUEmbedding layer with a readable name.
+
+  ``TPUEmbedding.__init__`` takes no ``name``; the name is set before the
+  layer is built, so its tables are created as ``<name>/<feature>``.
+  """
+  layer = tfrs.layers.embedding.TPUEmbedding(feature_config=feature_config,
+                                             optimizer=optimizer)
+  layer._name = name  # pylint: disable=protected-access
+  return layer
+
+
+def _direct_sublayers(layer: tf.keras.layers.Layer) -> list:
+  return list(layer._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
+
+
+class CTRTower(tf.keras.layers.Layer):
+  """One CTR network: embeddings, bottom MLP, interaction, top MLP, logit.
+
+  Built by ``build_model``; see the module docstring for the dataflow.
+  ``call`` returns float32 logits ``[batch, 1]`` whatever the dtype policy.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, schema: FeatureSchema,
+               tower_index: int, optimizer, name: str):
+    policy = tf.keras.mixed_precision.Policy(config.model.mixed_precision)
+    super().__init__(name=name, dtype=policy)
+    m = config.model
+    init_seed = int(config.seed.init)
+    dropout_seed = int(config.seed.dropout)
+    path = f"tower_{tower_index}"
+    self.interaction_kind = m.interaction
+    self.cross_mode = m.cross_mode
+    self.feature_names = schema.categorical_names
+    self.num_dense = schema.num_dense
+
+    feature_config = {}
+    for feature in schema.categorical:
+      table = tf.tpu.experimental.embedding.TableConfig(
+          vocabulary_size=feature.num_buckets,
+          dim=feature.embedding_dim,
+          initializer=tf.keras.initializers.TruncatedNormal(
+              stddev=feature.embedding_dim ** -0.5,
+              seed=blocks.derive_seed(init_seed,
+                                      f"{path}/embedding/{feature.name}")),
+          name=feature.name)
+      feature_config[feature.name] = tf.tpu.experimental.embedding.FeatureConfig(
+          table=table, name=feature.name)
+    self.embedding = (_named_embedding(feature_config, optimizer, "embedding")
+                      if feature_config else None)
+
+    def mlp(widths, activation, block):
+      return blocks.MLP(widths, activation, normalization=m.normalization,
+                        dropout=m.dropout, init_seed=init_seed,
+                        dropout_seed=dropout_seed, seed_path=f"{path}/{block}",
+                        dtype=policy, name=block)
+
+    bottom_activation = m.bottom_activation or m.activation
+    top_activation = m.top_activation or m.activation
+    self.bottom_mlp = (mlp(m.bottom_mlp, bottom_activation, "bottom_mlp")
+                       if self.num_dense and len(m.bottom_mlp) else None)
+
+    self.dot_interaction = None
+    self.cross_layers = []
+    self.cross_output_activation = None
+    if m.interaction == "dot":
+      self.dot_interaction = tfrs.layers.feature_interaction.DotInteraction(
+          self_interaction=False, skip_gather=False, name="dot_interaction",
+          dtype=policy)
+    elif m.interaction == "cross":
+      projection = int(m.cross_projection_dim) or None
+      self.cross_layers = [
+          SeededCross(init_seed=init_seed, seed_path=f"{path}/cross_{i}",
+                      projection_dim=projection, name=f"cross_{i}",
+                      dtype=policy)
+          for i in range(int(m.cross_num_layers))]
+      if m.cross_activation:
+        self.cross_output_activation = blocks.make_activation(
+            m.cross_activation, policy)
+
+    hidden = list(m.top_mlp)[:-1]
+    self.top_mlp = mlp(hidden, top_activation, "top_mlp") if hidden else None
+    # The logit: linear, float32 policy (its input is cast up), so the logit,
+    # the ensemble mean and the loss are float32 under mixed precision too.
+    self.logit = tf.keras.layers.Dense(
+        1, kernel_initializer=blocks.glorot_uniform(init_seed, f"{path}/logit"),
+        name="logit", dtype="float32")
+
+  @property
+  def layers(self) -> list:
+    """Direct sublayers (lets ``summary(expand_nested=True)`` expand us)."""
+    return _direct_sublayers(self)
+
+  def call(self, features: Mapping[str, Any], training: bool = False
+           ) -> tf.Tensor:
+    compute_dtype = self.compute_dtype
+    embeddings = []
+    if self.embedding is not None:
+      sparse = features[SPARSE_KEY]
+      looked_up = self.embedding({n: sparse[n] for n in self.feature_names})
+      embeddings = [tf.cast(looked_up[n], compute_dtype)
+                    for n in self.feature_names]
+    dense = []
+    if self.num_dense:
+      d = tf.cast(features[DENSE_KEY], compute_dtype)
+      if self.bottom_mlp is not None:
+        d = self.bottom_mlp(d, training=training)
+      dense = [d]
+
+    if self.interaction_kind == "dot":
+      pairs = self.dot_interaction(dense + embeddings)
+      z = tf.concat(dense + [pairs], axis=-1)
+    else:
+      x0 = tf.concat(dense + embeddings, axis=-1)
+      z = x0
+      if self.interaction_kind == "cross":
+        x = x0
+        for cross in self.cross_layers:
+          x = cross(x0, x)
+        if self.cross_output_activation is not None:
+          x = self.cross_output_activation(x)
+        if self.cross_mode == "parallel":
+          deep = (self.top_mlp(x0, training=training)
+                  if self.top_mlp is not None else x0)
+          return self.logit(tf.concat([x, deep], axis=-1))
+        z = x
+    if self.top_mlp is not None:
+      z = self.top_mlp(z, training=training)
+    return self.logit(z)
+
+
+class CTRModel(tfrs.models.Model):
+  """The CTR model: ``ensemble_size`` towers, mean logit, Ranking task.
+
+  ``call(features, training=False)`` -> float32 logits ``[batch, 1]`` (mean of
+  the towers' logits). ``compute_loss((features, label), training)`` returns
+  binary cross-entropy on the logit (for an ensemble: the mean of the towers'
+  own losses, so each tower trains as if alone, as an ensemble of separately
+  trained models does) and updates the metrics 'auc', 'log_loss',
+  'mean_prediction', 'mean_label', all of the (mean) ensemble prediction.
+  """
+
+  def __init__(self, towers: Sequence[CTRTower],
+               keras_embedding_optimizer_: Optional[tf.keras.optimizers.Optimizer],
+               mixed_precision: str = "float32", name: str = "ctr_model"):
+    super().__init__(name=name)
+    if not towers:
+      raise ValueError("CTRModel needs at least one tower")
+    self.towers = list(towers)
+    self.mixed_precision = mixed_precision
+    # Applies the embedding-table gradients when the tables are ordinary
+    # variables (CPU/GPU); tracked, so checkpoints keep its slots.
+    self.embedding_optimizer = keras_embedding_optimizer_
+    self.task = tfrs.tasks.Ranking(
+        loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[
+            tf.keras.metrics.AUC(num_thresholds=AUC_THRESHOLDS,
+                                 from_logits=True, name="auc"),
+            tf.keras.metrics.BinaryCrossentropy(from_logits=True,
+                                                name="log_loss"),
+        ],
+        prediction_metrics=[MeanPrediction(name="mean_prediction")],
+        label_metrics=[tf.keras.metrics.Mean(name="mean_label")],
+        name="ranking")
+    self._tower_loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)
+
+  @property
+  def ensemble_size(self) -> int:
+    return len(self.towers)
+
+  def tower_logits(self, features, training: bool = False) -> list[tf.Tensor]:
+    """Each tower's float32 logits ``[batch, 1]``."""
+    return [tf.cast(t(features, training=training), tf.float32)
+            for t in self.towers]
+
+  def call(self, features, training: bool = False) -> tf.Tensor:
+    logits = self.tower_logits(features, training=training)
+    if len(logits) == 1:
+      return logits[0]
+    return tf.add_n(logits) / float(len(logits))
+
+  def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+    features, labels = inputs
+    labels = tf.reshape(tf.cast(labels, tf.float32), [-1, 1])
+    logits = self.tower_logits(features, training=training)
+    mean_logit = logits[0] if len(logits) == 1 else (
+        tf.add_n(logits) / float(len(logits)))
+    ensemble_loss = self.task(labels, mean_logit, training=training)
+    if len(logits) == 1:
+      return ensemble_loss
+    return tf.add_n([self._tower_loss(labels, l) for l in logits]) / float(
+        len(logits))
+
+  def compile(self, optimizer="adam", **kwargs):  # pylint: disable=arguments-differ
+    """Keras compile; wraps the optimizer for loss scaling under fp16.
+
+    The dtype policy is set per layer, not globally, so Keras would not add
+    loss scaling by itself for 'mixed_float16'.
+    """
+    super().compile(optimizer=optimizer, **kwargs)
+    if (self.mixed_precision == "mixed_float16" and not isinstance(
+        self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)):
+      self.optimizer = tf.keras.mixed_precision.LossScaleOptimizer(
+          self.optimizer)
+
+  def _local_embedding_variable_ids(self) -> set[int]:
+    ids = set()
+    for tower in self.towers:
+      if tower.embedding is not None and _tables_are_local(tower.embedding):
+        ids.update(id(v) for v in tower.embedding.trainable_variables)
+    return ids
+
+  def train_step(self, inputs):
+    """One step: dense gradients -> compiled optimizer, tables -> embedding one."""
+    loss_scaled = isinstance(self.optimizer,
+                             tf.keras.mixed_precision.LossScaleOptimizer)
+    with tf.GradientTape() as tape:
+      loss = self.compute_loss(inputs, training=True)
+      regularization_loss = tf.reduce_sum(
+          [tf.reduce_sum(l) for l in self.losses])
+      total_loss = loss + regularization_loss
+      objective = (self.optimizer.get_scaled_loss(total_loss) if loss_scaled
+                   else total_loss)
+    variables = self.trainable_variables
+    gradients = tape.gradient(objective, variables)
+    if loss_scaled:
+      gradients = self.optimizer.get_unscaled_gradients(gradients)
+
+    table_ids = self._local_embedding_variable_ids()
+    dense_pairs, table_pairs = [], []
+    for g, v in zip(gradients, variables):
+      if g is None:
+        continue
+      (table_pairs if id(v) in table_ids else dense_pairs).append((g, v))
+    if table_pairs and self.embedding_optimizer is None:
+      raise ValueError("CTRModel has embedding tables to train but no "
+                       "embedding optimizer; build it with build_model")
+    if table_pairs and loss_scaled:
+      # An overflowed step is skipped by the dense optimizer; the tables get a
+      # zero gradient instead of inf/nan (no-op for SGD and Adagrad).
+      finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(
+          g.values if isinstance(g, tf.IndexedSlices) else g))
+                              for g, _ in table_pairs])
+      table_pairs = [(_scale_gradient(g, tf.cast(finite, g.dtype)), v)
+                     for g, v in table_pairs]
+    self.optimizer.apply_gradients(dense_pairs)
+    if table_pairs:
+      self.embedding_optimizer.apply_gradients(table_pairs)
+
+    metrics = {metric.name: metric.result() for metric in self.metrics}
+    metrics["loss"] = loss
+    metrics["regularization_loss"] = regularization_loss
+    metrics["total_loss"] = total_loss
+    return metrics
+
+
+def _scale_gradient(g, factor):
+  if isinstance(g, tf.IndexedSlices):
+    values = tf.where(tf.math.is_finite(g.values), g.values, 0.0) * factor
+    return tf.IndexedSlices(values, g.indices, g.dense_shape)
+  return tf.where(tf.math.is_finite(g), g, 0.0) * factor
+
+
+# --------------------------------------------------------------------------
+# Builder
+
+
+def check_model_config(config: ml_collections.ConfigDict,
+                       schema: FeatureSchema) -> None:
+  """Raises ConfigError (a ValueError) naming the key of a bad model config."""
+  m = config.model
+  if m.interaction not in INTERACTIONS:
+    raise ConfigError(f"config key 'model.interaction' is {m.interaction!r}; "
+                      f"choose one of {', '.join(INTERACTIONS)}")
+  if m.mixed_precision not in PRECISIONS:
+    raise ConfigError(f"config key 'model.mixed_precision' is "
+                      f"{m.mixed_precision!r}; choose one of "
+                      f"{', '.join(PRECISIONS)}")
+  if m.normalization not in blocks.NORMALIZATIONS:
+    raise ConfigError(f"config key 'model.normalization' is "
+                      f"{m.normalization!r}; choose one of "
+                      f"{', '.join(blocks.NORMALIZATIONS)}")
+  if not 0.0 <= float(m.dropout) < 1.0:
+    raise ConfigError(f"config key 'model.dropout' must be in [0, 1), got "
+                      f"{m.dropout!r}")
+  if int(m.ensemble_size) < 1:
+    raise ConfigError(f"config key 'model.ensemble_size' must be >= 1, got "
+                      f"{m.ensemble_size!r}")
+  for key in ("bottom_mlp", "top_mlp"):
+    widths = list(m[key])
+    if any(not isinstance(w, int) or isinstance(w, bool) or w <= 0
+           for w in widths):
+      raise ConfigError(f"config key 'model.{key}' must list positive integer "
+                        f"widths, got {widths!r}")
+  top = list(m.top_mlp)
+  if not top:
+    raise ConfigError("config key 'model.top_mlp' is empty; it needs at least "
+                      "the final width 1 (the logit)")
+  if top[-1] != 1:
+    raise ConfigError(f"config key 'model.top_mlp' must end with width 1 (the "
+                      f"logit), got {top!r}")
+  if schema.num_dense == 0 and not schema.categorical:
+    raise ValueError("the feature schema has neither dense nor categorical "
+                     "features")
+  if m.interaction == "dot":
+    dims = sorted({f.embedding_dim for f in schema.categorical})
+    if len(dims) > 1:
+      raise ConfigError("config key 'model.embedding_dim': the 'dot' "
+                        "interaction needs one embedding dim for all "
+                        f"categorical features, the schema has {dims}")
+    if schema.num_dense:
+      if not list(m.bottom_mlp):
+        raise ConfigError("config key 'model.bottom_mlp' is empty; the 'dot' "
+                          "interaction needs a bottom MLP for the "
+                          f"{schema.num_dense} dense features")
+      if dims and m.bottom_mlp[-1] != dims[0]:
+        raise ConfigError(
+            f"config key 'model.bottom_mlp' ends with width {m.bottom_mlp[-1]} "
+            f"but config key 'model.embedding_dim' (the schema's embedding dim)"
+            f" is {dims[0]}; the 'dot' interaction needs them equal")
+    num_vectors = (1 if schema.num_dense else 0) + len(schema.categorical)
+    if num_vectors < 2:
+      raise ConfigError("config key 'model.interaction': 'dot' needs at least "
+                        "two vectors to interact (dense + categorical)")
+  if m.interaction == "cross":
+    if int(m.cross_num_layers) < 1:
+      raise ConfigError(f"config key 'model.cross_num_layers' must be >= 1, "
+                        f"got {m.cross_num_layers!r}")
+    if m.cross_mode not in CROSS_MODES:
+      raise ConfigError(f"config key 'model.cross_mode' is {m.cross_mode!r}; "
+                        f"choose one of {', '.join(CROSS_MODES)}")
+    if int(m.cross_projection_dim) < 0:
+      raise ConfigError(f"config key 'model.cross_projection_dim' must be >= 0"
+                        f" (0 = full rank), got {m.cross_projection_dim!r}")
+
+
+def _check_activation_specs(config: ml_collections.ConfigDict) -> None:
+  """Resolves each activation spec once so a bad one names its config key."""
+  m = config.model
+  keys = ["activation", "bottom_activation", "top_activation"]
+  if m.interaction == "cross":
+    keys.append("cross_activation")
+  for key in keys:
+    spec = m[key]
+    if key != "activation" and not spec:
+      continue
+    try:
+      blocks.make_activation(spec, tf.keras.mixed_precision.Policy("float32"))
+    except ValueError as e:
+      raise ConfigError(f"config key 'model.{key}' = {spec!r}: {e}") from e
+
+
+def build_model(config: ml_collections.ConfigDict,
+                schema: FeatureSchema) -> CTRModel:
+  """Builds the CTR model that ``config.model`` describes for ``schema``.
+
+  Tower i's weights are seeded from ``seed.init`` and the path
+  ``tower_i/<layer>`` (``blocks.derive_seed``), dropout from ``seed.dropout``.
+  Build under a ``tf.distribute`` strategy scope to place the variables (on
+  TPUStrategy the embedding tables go to the TPU embedding engine). The model
+  still needs ``compile(optimizer=...)`` (the dense-layer optimizer).
+
+  Raises:
+    ConfigError (ValueError): a bad ``model``/``train`` key, named.
+  """
+  check_model_config(config, schema)
+  _check_activation_specs(config)
+  tpu_optimizer = embedding_optimizer(config)
+  towers = [CTRTower(config, schema, tower_index=i, optimizer=tpu_optimizer,
+                     name=f"tower_{i}")
+            for i in range(int(config.model.ensemble_size))]
+  return CTRModel(towers,
+                  keras_embedding_optimizer(tpu_optimizer),
+                  mixed_precision=config.model.mixed_precision)

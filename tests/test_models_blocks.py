@@ -1,0 +1,116 @@
+"""MLP block and seed derivation (recsys_smelu.models.blocks)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from recsys_smelu.models import blocks
+import tensorflow as tf
+
+
+def test_derive_seed_is_sha256_of_base_and_path():
+  expected = int.from_bytes(hashlib.sha256(b"7/tower_0/top_mlp/dense_1")
+                            .digest()[:8], "big") % (2**31 - 1)
+  assert blocks.derive_seed(7, "tower_0/top_mlp/dense_1") == expected
+  # Stable across processes (no salted hash): a fixed value.
+  assert blocks.derive_seed(1, "a") == int.from_bytes(
+      hashlib.sha256(b"1/a").digest()[:8], "big") % (2**31 - 1)
+
+
+def test_derive_seed_distinct_per_path_and_base():
+  paths = [f"tower_{t}/{b}/dense_{i}" for t in range(3)
+           for b in ("bottom_mlp", "top_mlp") for i in range(4)]
+  seeds = [blocks.derive_seed(1, p) for p in paths]
+  assert len(set(seeds)) == len(seeds)
+  assert all(0 <= s < 2**31 - 1 for s in seeds)
+  assert blocks.derive_seed(1, "x") != blocks.derive_seed(2, "x")
+
+
+def _mlp(**kwargs):
+  args = dict(widths=[5, 3], activation="relu", init_seed=1, dropout_seed=1,
+              seed_path="t/mlp", name="mlp")
+  args.update(kwargs)
+  return blocks.MLP(**args)
+
+
+def test_mlp_matches_numpy_forward_with_layer_norm():
+  mlp = _mlp(normalization="layer")
+  x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+  y = mlp(x).numpy()
+  h = x
+  for i in range(2):
+    dense = mlp.hidden_layers[i][0]
+    norm = mlp.hidden_layers[i][1]
+    kernel, bias = dense.kernel.numpy(), dense.bias.numpy()
+    h = h @ kernel + bias
+    mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
+    h = (h - mu) / np.sqrt(var + norm.epsilon)  # gamma=1, beta=0 at init
+    h = np.maximum(h, 0.0)
+  np.testing.assert_allclose(y, h, rtol=1e-5, atol=1e-5)
+  assert y.shape == (4, 3)
+
+
+def test_mlp_layer_names_and_structure():
+  mlp = _mlp(normalization="batch", dropout=0.5)
+  names = [[l.name for l in layers] for layers in mlp.hidden_layers]
+  assert names[0][0] == "dense_0" and names[1][0] == "dense_1"
+  assert names[0][1] == "batch_norm_0" and names[0][3] == "dropout_0"
+  assert len(mlp.layers) == 8  # 2 x (dense, norm, activation, dropout)
+
+
+def test_mlp_kernels_come_from_seeds():
+  x = tf.ones([2, 4])
+  a, b = _mlp(), _mlp()
+  c = _mlp(init_seed=2)
+  d = _mlp(seed_path="t/other")
+  for m in (a, b, c, d):
+    m(x)
+  ka, kb, kc, kd = (m.hidden_layers[0][0].kernel.numpy() for m in (a, b, c, d))
+  np.testing.assert_array_equal(ka, kb)
+  assert not np.allclose(ka, kc) and not np.allclose(ka, kd)
+  # Layers of one MLP get different seeds.
+  k0 = a.hidden_layers[0][0].kernel.numpy()[:3, :3]
+  k1 = a.hidden_layers[1][0].kernel.numpy()[:3, :3]
+  assert not np.allclose(k0, k1)
+
+
+def test_mlp_dropout_only_in_training_and_seeded():
+  x = tf.ones([64, 8])
+  a, b = _mlp(dropout=0.5, widths=[32]), _mlp(dropout=0.5, widths=[32])
+  np.testing.assert_array_equal(a(x, training=False).numpy(),
+                                a(x, training=False).numpy())
+  ya, yb = a(x, training=True).numpy(), b(x, training=True).numpy()
+  np.testing.assert_array_equal(ya, yb)  # same dropout seed -> same mask
+  y_eval = a(x, training=False).numpy()
+  alive = y_eval != 0
+  dropped = np.mean(ya[alive] == 0)
+  assert 0.4 < dropped < 0.6  # rate 0.5 over ~1000 live units
+  kept = alive & (ya != 0)
+  np.testing.assert_allclose(ya[kept], 2.0 * y_eval[kept], rtol=1e-6)
+  c = _mlp(dropout=0.5, widths=[32], dropout_seed=9)
+  assert not np.array_equal(c(x, training=True).numpy(), ya)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"widths": []}, "must not be empty"),
+    ({"widths": [4, 0]}, "positive"),
+    ({"normalization": "group"}, "normalization"),
+    ({"dropout": 1.0}, "dropout"),
+])
+def test_mlp_rejects_bad_arguments(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    _mlp(**kwargs)
+
+
+def test_mlp_mixed_bfloat16_computes_in_bfloat16_with_float32_weights():
+  mlp = _mlp(dtype="mixed_bfloat16", activation="smelu")
+  y = mlp(tf.ones([2, 4]))
+  assert y.dtype == tf.bfloat16
+  for layers in mlp.hidden_layers:
+    for layer in layers:
+      assert layer.compute_dtype == "bfloat16", layer.name
+  assert all(v.dtype == tf.float32 for v in mlp.variables)
+  assert tf.keras.mixed_precision.global_policy().name == "float32"
