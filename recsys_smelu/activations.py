@@ -666,10 +666,11 @@ def get_activation(spec: ActivationLike) -> tf.keras.layers.Layer:
     spec: a registry string (see :func:`list_activations`; e.g. ``"relu"``,
       ``"smelu:beta=0.5"``, ``"smelu:beta=1,trainable=true,per_unit=true"``,
       ``"gsmelu:g_neg=0.1,g_pos=1,alpha=1,beta=1"``, ``"gelu:approximate=true"``,
-      ``"leaky_relu:alpha=0.1"``); a Keras layer (returned as is); or a
-      callable tensor -> tensor (wrapped in ``tf.keras.layers.Activation``; it
-      serializes if it is a Keras activation or registered with
-      ``tf.keras.utils.register_keras_serializable``).
+      ``"leaky_relu:alpha=0.1"``); a Keras layer (returned as is); ``smelu``
+      or ``gsmelu`` themselves (their layers with default parameters); or
+      another callable tensor -> tensor, wrapped in
+      ``tf.keras.layers.Activation`` (it serializes as Keras serializes
+      activations: Keras's own by name, others need custom objects on load).
 
   Returns:
     For strings and callables a NEW layer on every call, so each model block
@@ -690,6 +691,10 @@ def get_activation(spec: ActivationLike) -> tf.keras.layers.Layer:
       return entry.build(**kwargs)
     except ValueError as e:  # cross-parameter problems, e.g. per_unit alone
       raise _spec_error(spec, str(e)) from e
+  if spec is smelu:
+    return SmeLU()
+  if spec is gsmelu:
+    return GeneralizedSmeLU()
   if callable(spec):
     return tf.keras.layers.Activation(spec)
   raise ActivationSpecError(
