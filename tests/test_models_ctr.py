@@ -289,3 +289,27 @@ def test_dot_needs_equal_embedding_dims():
   # Other interactions take mixed dims.
   model = models.build_model(make_config(model__interaction="concat"), schema)
   assert model(first_batch(schema)).shape == (16, 1)
+
+
+def test_checkpoint_restores_weights_and_embedding_optimizer_slots(tmp_path):
+  features, labels, ds = random_batches(SCHEMA, n=128)
+  config = make_config(train__embedding_optimizer="adagrad")
+  model = models.build_model(config, SCHEMA)
+  model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
+  model.fit(ds, epochs=1, verbose=0)
+  path = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(
+      str(tmp_path / "ckpt"))
+  saved = dict(tf.train.list_variables(path))
+  assert any(k.startswith("model/embedding_optimizer/") for k in saved)
+
+  restored = models.build_model(config, SCHEMA)
+  restored.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
+  restored(features)
+  restored.embedding_optimizer.build(
+      restored.towers[0].embedding.trainable_variables)
+  tf.train.Checkpoint(model=restored).restore(path).expect_partial()
+  np.testing.assert_array_equal(restored(features).numpy(),
+                                model(features).numpy())
+  for a, b in zip(model.embedding_optimizer.variables,
+                  restored.embedding_optimizer.variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -300,9 +300,9 @@ class CTRModel(tfrs.models.Model):
 
   ``call(features, training=False)`` -> float32 logits ``[batch, 1]`` (mean of
   the towers' logits). ``compute_loss((features, label), training)`` returns
-  binary cross-entropy on the logit (for an ensemble: the mean of the towers'
-  own losses, so each tower trains as if alone, as an ensemble of separately
-  trained models does) and updates the metrics 'auc', 'log_loss',
+  binary cross-entropy on the logit, averaged over the global batch (for an
+  ensemble: the mean of the towers' own losses, so each tower trains as if
+  alone, as an ensemble of separately trained models does) and updates the metrics 'auc', 'log_loss',
   'mean_prediction', 'mean_label', all of the (mean) ensemble prediction.
   """
 
@@ -317,8 +317,13 @@ class CTRModel(tfrs.models.Model):
     # Applies the embedding-table gradients when the tables are ordinary
     # variables (CPU/GPU); tracked, so checkpoints keep its slots.
     self.embedding_optimizer = keras_embedding_optimizer_
+    # Per-example losses, averaged by ``tf.nn.compute_average_loss`` over the
+    # global batch, so the loss is right under tf.distribute strategies too
+    # (Keras refuses SUM_OVER_BATCH_SIZE losses inside a strategy).
+    per_example = tf.keras.losses.Reduction.NONE
     self.task = tfrs.tasks.Ranking(
-        loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+        loss=tf.keras.losses.BinaryCrossentropy(from_logits=True,
+                                                reduction=per_example),
         metrics=[
             tf.keras.metrics.AUC(num_thresholds=AUC_THRESHOLDS,
                                  from_logits=True, name="auc"),
@@ -328,7 +333,13 @@ class CTRModel(tfrs.models.Model):
         prediction_metrics=[MeanPrediction(name="mean_prediction")],
         label_metrics=[tf.keras.metrics.Mean(name="mean_label")],
         name="ranking")
-    self._tower_loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)
+    self._tower_loss = tf.keras.losses.BinaryCrossentropy(
+        from_logits=True, reduction=per_example)
+
+  def get_config(self) -> dict:
+    """Describes the model; rebuild it with ``build_model(config, schema)``."""
+    return {"name": self.name, "ensemble_size": self.ensemble_size,
+            "mixed_precision": self.mixed_precision}
 
   @property
   def ensemble_size(self) -> int:
@@ -351,11 +362,12 @@ class CTRModel(tfrs.models.Model):
     logits = self.tower_logits(features, training=training)
     mean_logit = logits[0] if len(logits) == 1 else (
         tf.add_n(logits) / float(len(logits)))
-    ensemble_loss = self.task(labels, mean_logit, training=training)
+    ensemble_loss = tf.nn.compute_average_loss(
+        self.task(labels, mean_logit, training=training))
     if len(logits) == 1:
       return ensemble_loss
-    return tf.add_n([self._tower_loss(labels, l) for l in logits]) / float(
-        len(logits))
+    return tf.add_n([tf.nn.compute_average_loss(self._tower_loss(labels, l))
+                     for l in logits]) / float(len(logits))
 
   def compile(self, optimizer="adam", **kwargs):  # pylint: disable=arguments-differ
     """Keras compile; wraps the optimizer for loss scaling under fp16.
@@ -382,8 +394,8 @@ class CTRModel(tfrs.models.Model):
                              tf.keras.mixed_precision.LossScaleOptimizer)
     with tf.GradientTape() as tape:
       loss = self.compute_loss(inputs, training=True)
-      regularization_loss = tf.reduce_sum(
-          [tf.reduce_sum(l) for l in self.losses])
+      regularization_loss = tf.nn.scale_regularization_loss(tf.reduce_sum(
+          [tf.reduce_sum(l) for l in self.losses]))
       total_loss = loss + regularization_loss
       objective = (self.optimizer.get_scaled_loss(total_loss) if loss_scaled
                    else total_loss)
