@@ -9,5 +9,118 @@ Every dataset this package yields has elements ``(features, label)``:
 * ``label``: float32 ``[batch]`` in {0, 1}.
 
 The trainer, the twin evaluator, export and the benchmarks read data only
-through this package.
+through this package:
+
+* ``build_schema(config)`` -> ``FeatureSchema`` (the model builds its tables
+  from it);
+* ``build_dataset(config, split, batch_size, ...)`` -> ``tf.data.Dataset``;
+* ``raw_to_model_inputs(raw, schema)`` / ``tf_example_feature_spec(schema)``:
+  the one raw -> model transformation, shared with the serving signature;
+* ``BadRowCounter``: rows skipped under ``data.on_bad_row='skip'``.
+
+MovieLens (``data.format='movielens'``): 7 categorical features with
+vocabularies and 19 dense genre flags, see ``recsys_smelu.data.movielens``.
 """
+
+from __future__ import annotations
+
+from typing import Optional
+
+import ml_collections
+import tensorflow as tf
+
+from recsys_smelu.data import criteo
+from recsys_smelu.data import movielens
+from recsys_smelu.data.criteo import BAD_ROW_REASONS
+from recsys_smelu.data.criteo import BadRowCounter
+from recsys_smelu.data.criteo import DataError
+from recsys_smelu.data.criteo import expand_patterns
+from recsys_smelu.data.criteo import NoMatchingFilesError
+from recsys_smelu.data.features import CategoricalFeature
+from recsys_smelu.data.features import criteo_schema
+from recsys_smelu.data.features import DENSE_KEY
+from recsys_smelu.data.features import FeatureSchema
+from recsys_smelu.data.features import raw_to_model_inputs
+from recsys_smelu.data.features import SPARSE_KEY
+from recsys_smelu.data.features import tf_example_feature_spec
+from recsys_smelu.data.movielens import MovieLensFormatError
+
+SPLITS = ("train", "eval")
+
+
+def build_schema(config: ml_collections.ConfigDict) -> FeatureSchema:
+  """The feature schema of ``config`` (``config.data`` + embedding_dim).
+
+  tsv/tfrecord: ``criteo_schema(data.num_buckets, model.embedding_dim,
+  data.num_dense, data.num_categorical)``; movielens: vocabularies read from
+  ``data.movielens_dir`` (``data.num_*`` are ignored).
+  """
+  data = config.data
+  if data.format == "movielens":
+    return movielens.load(data.movielens_dir,
+                          config.model.embedding_dim).schema
+  return criteo_schema(data.num_buckets, config.model.embedding_dim,
+                       data.num_dense, data.num_categorical)
+
+
+def build_dataset(config: ml_collections.ConfigDict, split: str,
+                  batch_size: int, *, seed: Optional[int] = None,
+                  repeat: bool = False, shuffle: Optional[bool] = None,
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  bad_rows: Optional[BadRowCounter] = None) -> tf.data.Dataset:
+  """The ``split`` ('train' | 'eval') of ``config.data`` as batches.
+
+  * ``batch_size`` is the *global* batch size; with ``input_context`` each
+    input pipeline batches ``input_context.get_per_replica_batch_size(
+    batch_size)`` rows and reads its shard: whole files when there are at
+    least ``num_input_pipelines`` files, else every n-th line (MovieLens:
+    every n-th row). Use with ``strategy.distribute_datasets_from_function``.
+  * train: data.train_files, shuffled when ``shuffle`` (default: when
+    data.shuffle_buffer > 0) with ``seed`` (None = not reproducible), files
+    interleaved data.cycle_length at a time, ``drop_remainder=True``; with
+    ``repeat`` it cycles forever, each epoch reshuffled deterministically.
+  * eval: data.eval_files read one after another in ``expand_patterns`` order
+    (patterns in order, each sorted) and line order, never shuffled, last
+    batch kept, so every example is scored once in file order.
+  * Bad rows: data.on_bad_row 'error' raises ``tf.errors.InvalidArgumentError``
+    naming ``file:line`` when the bad row is reached while iterating; 'skip'
+    drops it and adds it to ``bad_rows`` if given.
+  """
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  data = config.data
+  training = split == "train"
+  if shuffle is None:
+    shuffle = training and data.shuffle_buffer > 0
+  if shuffle and not training:
+    raise ValueError("the eval split is never shuffled (shuffle=True)")
+  num_shards, shard_index = 1, 0
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
+    num_shards = input_context.num_input_pipelines
+    shard_index = input_context.input_pipeline_id
+  if data.format == "movielens":
+    return movielens.make_dataset(
+        data.movielens_dir, split, batch_size,
+        embedding_dim=config.model.embedding_dim, shuffle=shuffle,
+        shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
+        num_shards=num_shards, shard_index=shard_index)
+  pattern = data.train_files if training else data.eval_files
+  if not pattern:
+    raise NoMatchingFilesError(f"config key 'data.{split}_files' is empty; "
+                               "give a file pattern")
+  return criteo.make_dataset(
+      expand_patterns(pattern), build_schema(config), batch_size,
+      file_format=data.format, training=training, shuffle=shuffle,
+      shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
+      cycle_length=data.cycle_length, on_bad_row=data.on_bad_row,
+      bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index)
+
+
+__all__ = [
+    "BAD_ROW_REASONS", "BadRowCounter", "CategoricalFeature", "DENSE_KEY",
+    "DataError", "FeatureSchema", "MovieLensFormatError",
+    "NoMatchingFilesError", "SPARSE_KEY", "build_dataset", "build_schema",
+    "criteo_schema", "expand_patterns", "raw_to_model_inputs",
+    "tf_example_feature_spec",
+]

@@ -10,7 +10,8 @@ the same schema, so training and serving cannot disagree.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+import functools
+from typing import Any, Mapping, Optional, Sequence
 
 DENSE_KEY = "dense_features"
 SPARSE_KEY = "sparse_features"
@@ -71,3 +72,140 @@ def criteo_schema(num_buckets: int | Sequence[int] = 10_000,
           CategoricalFeature(f"C{i + 1}", int(n), embedding_dim)
           for i, n in enumerate(num_buckets)),
   )
+
+
+# ---------------------------------------------------------------------------
+# Raw values -> model inputs (shared by the input pipelines and serving).
+# ---------------------------------------------------------------------------
+
+# tf.Example keys hold the raw values; dense features missing from an Example
+# parse as NaN (= missing), categorical ones as "" (the same string an empty
+# TSV field gives), the label as NaN (= bad row: label missing).
+MISSING_CATEGORICAL = ""
+
+
+def tf_example_feature_spec(schema: FeatureSchema,
+                            with_label: bool = True) -> dict[str, Any]:
+  """Parsing spec for tf.Example records holding raw values.
+
+  Dense features are ``float32`` (the integer as written, missing -> absent or
+  NaN), categorical features ``string`` (missing -> absent or ""), the label
+  ``float32``. Used by the TFRecord reader and by the serving signature that
+  accepts serialized tf.Example; the result of ``tf.io.parse_example`` with it
+  goes straight into ``raw_to_model_inputs``.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  nan = float("nan")
+  spec = {}
+  if with_label:
+    spec[schema.label] = tf.io.FixedLenFeature([], tf.float32, default_value=nan)
+  for name in schema.dense:
+    spec[name] = tf.io.FixedLenFeature([], tf.float32, default_value=nan)
+  for feature in schema.categorical:
+    spec[feature.name] = tf.io.FixedLenFeature(
+        [], tf.string, default_value=MISSING_CATEGORICAL)
+  return spec
+
+
+def dense_transform(values):
+  """``log(1 + max(x, 0))`` with missing -> 0, for one raw dense feature.
+
+  ``values`` is a tensor of strings (the TSV field: "" is missing, otherwise a
+  decimal integer, already validated by the reader) or of numbers (NaN is
+  missing). Returns float32 of the same shape.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  values = tf.convert_to_tensor(values)
+  if values.dtype == tf.string:
+    values = tf.strings.to_number(
+        tf.where(tf.equal(values, ""), tf.constant("0"), values), tf.float32)
+  else:
+    values = tf.cast(values, tf.float32)
+    values = tf.where(tf.math.is_nan(values), tf.zeros_like(values), values)
+  # In float64, then rounded: Eigen's vectorized and scalar log1p differ in the
+  # last float32 bit, which would make a row's value depend on its position in
+  # the batch (and training differ from serving); in float64 the difference
+  # vanishes in the rounding.
+  values = tf.cast(tf.maximum(values, 0.0), tf.float64)
+  return tf.cast(tf.math.log1p(values), tf.float32)
+
+
+# Vocabulary lookup without lookup-table resources (so that a SavedModel and a
+# tf.data function can both use it with nothing to track): every vocabulary
+# string is fingerprinted to a 62-bit integer with the same op that hashes at
+# run time, the fingerprints are sorted once, and a lookup is a binary search.
+_FINGERPRINT_RANGE = 2**62
+
+
+@functools.lru_cache(maxsize=None)
+def _vocabulary_index(feature_name: str, vocabulary: tuple[str, ...]):
+  """(sorted fingerprints int64, bucket id of each int32) for a vocabulary."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with tf.init_scope():
+    fingerprints = tf.strings.to_hash_bucket_fast(
+        tf.constant(vocabulary, tf.string), _FINGERPRINT_RANGE).numpy()
+  order = np.argsort(fingerprints, kind="stable")
+  sorted_fingerprints = fingerprints[order]
+  if np.any(sorted_fingerprints[1:] == sorted_fingerprints[:-1]):
+    duplicates = [vocabulary[i] for i in order[1:][
+        sorted_fingerprints[1:] == sorted_fingerprints[:-1]]]
+    raise ValueError(f"feature {feature_name!r}: vocabulary has duplicate "
+                     f"entries {duplicates[:5]}")
+  return sorted_fingerprints, (order + 1).astype(np.int32)
+
+
+def categorical_ids(values, feature: CategoricalFeature):
+  """Bucket ids int32 in ``[0, num_buckets)`` of one raw categorical feature.
+
+  Hashing: ``tf.strings.to_hash_bucket_fast(value, num_buckets)``.
+  Vocabulary: 1 + position in ``feature.vocabulary``; out-of-vocabulary -> 0.
+  Non-string inputs (e.g. integer ids from a serving request) are formatted
+  with ``tf.strings.as_string`` first.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  values = tf.convert_to_tensor(values)
+  if values.dtype != tf.string:
+    values = tf.strings.as_string(values)
+  if feature.vocabulary is None:
+    return tf.cast(
+        tf.strings.to_hash_bucket_fast(values, feature.num_buckets), tf.int32)
+  sorted_fingerprints, bucket_of = _vocabulary_index(feature.name,
+                                                     feature.vocabulary)
+  fingerprints = tf.strings.to_hash_bucket_fast(values, _FINGERPRINT_RANGE)
+  flat = tf.reshape(fingerprints, [-1])
+  position = tf.searchsorted(sorted_fingerprints, flat, side="left")
+  position = tf.minimum(position, len(sorted_fingerprints) - 1)
+  found = tf.equal(tf.gather(sorted_fingerprints, position), flat)
+  ids = tf.where(found, tf.gather(bucket_of, position), tf.zeros_like(position,
+                                                                      tf.int32))
+  return tf.reshape(ids, tf.shape(values))
+
+
+def raw_to_model_inputs(raw: Mapping[str, Any], schema: FeatureSchema
+                        ) -> dict[str, Any]:
+  """THE transformation from raw feature values to the model's features dict.
+
+  ``raw`` maps every name in ``schema.dense`` and ``schema.categorical_names``
+  to a tensor of shape [B] (other keys, e.g. the label, are ignored). Returns
+  ``{"dense_features": float32 [B, num_dense], "sparse_features": {name: int32
+  [B]}}`` with dense = ``log(1 + max(x, 0))`` (missing -> 0) and categorical
+  ids from ``categorical_ids``. The input pipelines and the serving signature
+  both call this, so training and serving cannot disagree.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  missing = [n for n in (*schema.dense, *schema.categorical_names)
+             if n not in raw]
+  if missing:
+    raise KeyError(f"raw features lack {missing[:5]}"
+                   f"{' ...' if len(missing) > 5 else ''}; schema expects "
+                   f"{len(schema.dense)} dense + {len(schema.categorical)} "
+                   "categorical features")
+  sparse = {f.name: categorical_ids(raw[f.name], f) for f in schema.categorical}
+  if schema.dense:
+    dense = tf.stack([dense_transform(raw[n]) for n in schema.dense], axis=-1)
+  else:
+    reference = (tf.convert_to_tensor(raw[schema.categorical[0].name])
+                 if schema.categorical else tf.zeros([0]))
+    dense = tf.zeros(tf.concat([tf.shape(reference), [0]], 0), tf.float32)
+  return {DENSE_KEY: dense, SPARSE_KEY: sparse}

@@ -1,0 +1,190 @@
+"""Criteo TSV -> TFRecord (tf.Example with the raw values).
+
+``python -m recsys_smelu.data.convert --input=PATTERN --output_dir=D
+[--records_per_file=N] [--on_bad_row=error|skip] [--prefix=part] [--gzip]
+[--num_dense=13 --num_categorical=26]`` writes ``D/<prefix>-00000.tfrecord``,
+``D/<prefix>-00001.tfrecord``, ... holding the input rows in input order
+(patterns in order, files sorted, lines in order). Each record stores the
+label and the *raw* values (``features.tf_example_feature_spec``): dense as
+float32 (missing -> NaN), categorical as the original string, so hashing or
+vocabulary lookup still happens in ``raw_to_model_inputs`` and the TFRecord
+pipeline yields exactly the batches of the TSV pipeline.
+
+Rows are read and validated by the same TSV reader as training (bad rows stop
+the conversion or are skipped and counted), and tf.Example records are encoded
+directly in the protobuf wire format with precomputed per-feature prefixes
+(about 20x faster than building ``tf.train.Example`` objects; a test checks the
+bytes parse back to the same values).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from recsys_smelu.data import criteo
+from recsys_smelu.data import features as features_lib
+
+_MAX_CACHED_VALUES = 1 << 20  # per feature, encoded categorical entries
+
+
+def _varint(value: int) -> bytes:
+  out = bytearray()
+  while True:
+    bits = value & 0x7F
+    value >>= 7
+    if value:
+      out.append(bits | 0x80)
+    else:
+      out.append(bits)
+      return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+  """A length-delimited protobuf field."""
+  return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _map_item(key: str, feature: bytes) -> bytes:
+  """One entry of ``Features.feature`` (map<string, Feature>, field 1)."""
+  return _field(1, _field(1, key.encode()) + _field(2, feature))
+
+
+class ExampleEncoder:
+  """Serializes rows of raw values as tf.Example records, fast.
+
+  Float features (label, dense) become ``FloatList`` with one value: a
+  constant prefix + 4 little-endian bytes, laid out for all rows at once with
+  numpy. Categorical values become ``BytesList`` with one value; the encoded
+  map entry of each distinct value is cached.
+  """
+
+  def __init__(self, schema: features_lib.FeatureSchema):
+    self.schema = schema
+    self.float_names = (schema.label, *schema.dense)
+    # float_list is Feature field 2; FloatList.value (packed) is field 1.
+    self._float_prefixes = [
+        _map_item(name, _field(2, _field(1, b"\0\0\0\0")))[:-4]
+        for name in self.float_names]
+    self._caches = [{} for _ in schema.categorical]
+
+  def _categorical_item(self, index: int, value: bytes) -> bytes:
+    cache = self._caches[index]
+    item = cache.get(value)
+    if item is None:
+      if len(cache) >= _MAX_CACHED_VALUES:
+        cache.clear()
+      # bytes_list is Feature field 1; BytesList.value is field 1.
+      item = _map_item(self.schema.categorical[index].name,
+                       _field(1, _field(1, value)))
+      cache[value] = item
+    return item
+
+  def encode(self, floats: np.ndarray, categorical: Sequence[Sequence[bytes]]
+             ) -> list[bytes]:
+    """floats: [n, 1 + num_dense] (label first); categorical: per feature n
+    values. Returns n serialized tf.Example records."""
+    n = floats.shape[0]
+    widths = [len(p) + 4 for p in self._float_prefixes]
+    block = np.empty((n, sum(widths)), np.uint8)
+    as_bytes = np.ascontiguousarray(floats, dtype="<f4").view(np.uint8)
+    as_bytes = as_bytes.reshape(n, len(widths), 4)
+    offset = 0
+    for j, prefix in enumerate(self._float_prefixes):
+      block[:, offset:offset + len(prefix)] = np.frombuffer(prefix, np.uint8)
+      block[:, offset + len(prefix):offset + widths[j]] = as_bytes[:, j]
+      offset += widths[j]
+    float_part = block.tobytes()
+    width = block.shape[1]
+    records = []
+    items = [[self._categorical_item(f, v) for v in values]
+             for f, values in enumerate(categorical)]
+    for r, row_items in enumerate(zip(*items) if items else [()] * n):
+      payload = float_part[r * width:(r + 1) * width] + b"".join(row_items)
+      records.append(b"\x0a" + _varint(len(payload)) + payload)
+    return records
+
+
+def convert(input_pattern: str, output_dir: str, *,
+            schema: Optional[features_lib.FeatureSchema] = None,
+            records_per_file: int = 1_000_000, on_bad_row: str = "error",
+            prefix: str = "part", use_gzip: bool = False,
+            bad_rows: Optional[criteo.BadRowCounter] = None) -> dict:
+  """Converts TSV files to TFRecord; returns a summary dict.
+
+  ``schema`` defaults to Criteo's (13 dense, 26 categorical).
+  """
+  if records_per_file < 1:
+    raise ValueError(f"records_per_file must be >= 1, got {records_per_file}")
+  schema = schema or features_lib.criteo_schema()
+  files = criteo.expand_patterns(input_pattern)
+  bad_rows = bad_rows if bad_rows is not None else criteo.BadRowCounter()
+  dataset = criteo.raw_dataset(files, schema, file_format="tsv",
+                               on_bad_row=on_bad_row, bad_rows=bad_rows)
+  encoder = ExampleEncoder(schema)
+  tf.io.gfile.makedirs(output_dir)
+  options = tf.io.TFRecordOptions(compression_type="GZIP" if use_gzip else "")
+  suffix = ".tfrecord.gz" if use_gzip else ".tfrecord"
+  outputs, writer, in_file, total = [], None, 0, 0
+  try:
+    for raw in dataset:
+      floats = np.stack([raw[name].numpy() for name in encoder.float_names],
+                        axis=1)
+      categorical = [raw[name].numpy().tolist()
+                     for name in schema.categorical_names]
+      records = encoder.encode(floats, categorical)
+      start = 0
+      while start < len(records):
+        if writer is None or in_file == records_per_file:
+          if writer is not None:
+            writer.close()
+          path = os.path.join(output_dir,
+                              f"{prefix}-{len(outputs):05d}{suffix}")
+          outputs.append(path)
+          writer = tf.io.TFRecordWriter(path, options)
+          in_file = 0
+        take = min(records_per_file - in_file, len(records) - start)
+        for record in records[start:start + take]:
+          writer.write(record)
+        in_file += take
+        start += take
+        total += take
+  finally:
+    if writer is not None:
+      writer.close()
+  return {"inputs": files, "outputs": outputs, "records": total,
+          "skipped_bad_rows": bad_rows.by_reason()}
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> None:
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(
+      prog="python -m recsys_smelu.data.convert",
+      description="Converts Criteo TSV files to TFRecord tf.Example files.")
+  parser.add_argument("--input", required=True,
+                      help="file pattern(s), comma separated; .gz is gunzipped")
+  parser.add_argument("--output_dir", required=True)
+  parser.add_argument("--records_per_file", type=int, default=1_000_000)
+  parser.add_argument("--on_bad_row", choices=("error", "skip"),
+                      default="error")
+  parser.add_argument("--prefix", default="part")
+  parser.add_argument("--gzip", action="store_true",
+                      help="write GZIP-compressed .tfrecord.gz files")
+  parser.add_argument("--num_dense", type=int, default=13)
+  parser.add_argument("--num_categorical", type=int, default=26)
+  args = parser.parse_args(argv)
+  schema = features_lib.criteo_schema(num_dense=args.num_dense,
+                                      num_categorical=args.num_categorical)
+  summary = convert(args.input, args.output_dir, schema=schema,
+                    records_per_file=args.records_per_file,
+                    on_bad_row=args.on_bad_row, prefix=args.prefix,
+                    use_gzip=args.gzip)
+  print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+  _main()

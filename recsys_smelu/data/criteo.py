@@ -1,0 +1,534 @@
+"""Criteo Display Advertising input pipeline: TSV (plain or gzip) and TFRecord.
+
+Row format (TSV): ``label \\t I1..I<num_dense> \\t C1..C<num_categorical>``;
+label is ``0`` or ``1``, integer fields are empty (missing) or a decimal
+integer (``-?[0-9]+``), categorical fields are any string without a tab
+(usually 8 hex digits; empty = missing). TFRecord files hold tf.Example
+records with the raw values (``features.tf_example_feature_spec``), written by
+``python -m recsys_smelu.data.convert``.
+
+How the pipeline is fast (see ``make_dataset``): files are read in parallel by
+a deterministic ``interleave``; each file's lines are batched into chunks of
+``CHUNK_ROWS`` *before* any parsing, and a chunk is split, validated and
+transformed (``raw_to_model_inputs``) by whole-tensor ops in a parallel
+``map``. Each valid row then travels as one packed int32 vector (label, dense
+and bucket ids bit-cast together), which keeps the per-row work of the
+shuffle buffer and the final ``batch`` to one small tensor; without shuffling
+the chunks are re-batched with ``rebatch`` (no per-row work at all).
+
+Bad rows (wrong column count, a non-integer integer field, a label other than
+0/1; in TFRecord files a label that is missing or not 0/1) either stop the
+pipeline (``on_bad_row='error'``: ``tf.errors.InvalidArgumentError`` whose
+message names ``file:line``, the reason and the row, truncated) or are dropped
+(``'skip'``) and counted by a ``BadRowCounter``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+from recsys_smelu.data import features as features_lib
+
+CHUNK_ROWS = 4096  # lines (gzip) or records (TFRecord) parsed together
+BLOCK_BYTES = 1 << 20  # plain text is read in blocks of this size
+MAX_CONTENT_CHARS = 200  # a bad row is quoted up to this many characters
+READ_BUFFER_BYTES = 8 << 20
+BAD_ROW_REASONS = ("column_count", "integer_field", "label")
+_ROW_SEED_OFFSET = 7919  # row shuffle seed = seed + this (files use seed)
+# An integer field: optional minus and 1-38 digits (float32 holds < 3.4e38;
+# longer is reported as a bad row rather than parsed to inf).
+_INTEGER_REGEX = "-?[0-9]{1,38}"
+
+
+class DataError(ValueError):
+  """Bad input data or a bad file pattern; the message names the file."""
+
+
+class NoMatchingFilesError(DataError, FileNotFoundError):
+  """A file pattern matched no file."""
+
+
+def expand_patterns(patterns: str | Sequence[str]) -> list[str]:
+  """Files of comma-separated glob patterns, in pattern order then sorted.
+
+  Works for local paths and gs:// alike (``tf.io.gfile.glob``). A file matched
+  twice is read once. Raises ``NoMatchingFilesError`` naming a pattern that
+  matches nothing.
+  """
+  if isinstance(patterns, str):
+    patterns = patterns.split(",")
+  patterns = [p.strip() for p in patterns if p.strip()]
+  if not patterns:
+    raise NoMatchingFilesError("no file pattern given (empty string)")
+  files, seen = [], set()
+  for pattern in patterns:
+    matched = sorted(tf.io.gfile.glob(pattern))
+    if not matched:
+      raise NoMatchingFilesError(f"file pattern {pattern!r} matches no file")
+    for path in matched:
+      if path not in seen:
+        seen.add(path)
+        files.append(path)
+  return files
+
+
+class BadRowCounter:
+  """Counts rows skipped by the pipelines (``on_bad_row='skip'``).
+
+  Thread-safe; the pipeline adds to it from inside ``tf.data`` (through
+  ``tf.numpy_function``, called only for chunks that contain bad rows, so it
+  costs nothing on clean data). Counts are cumulative until ``reset()``; read
+  them when an epoch or an evaluation has been fully consumed (the pipeline
+  prefetches, so mid-way the count may be ahead of the rows consumed).
+  ``examples`` keeps the first ``max_examples`` descriptions ``file:line:
+  reason; content: ...`` for the log.
+  """
+
+  def __init__(self, max_examples: int = 5):
+    self._lock = threading.Lock()
+    self._max_examples = max_examples
+    self.reset()
+
+  def reset(self) -> None:
+    with self._lock:
+      self._counts = {reason: 0 for reason in BAD_ROW_REASONS}
+      self._examples: list[str] = []
+
+  @property
+  def total(self) -> int:
+    with self._lock:
+      return sum(self._counts.values())
+
+  def by_reason(self) -> dict[str, int]:
+    with self._lock:
+      return dict(self._counts)
+
+  @property
+  def examples(self) -> list[str]:
+    with self._lock:
+      return list(self._examples)
+
+  def summary(self) -> str:
+    """One line for the log, e.g. ``skipped 3 bad rows (column_count=2, ...)``."""
+    counts = self.by_reason()
+    details = ", ".join(f"{k}={v}" for k, v in counts.items() if v)
+    text = f"skipped {sum(counts.values())} bad rows"
+    if details:
+      text += f" ({details}); first: {self.examples[0]}"
+    return text
+
+  def _record(self, reasons, messages):
+    """Called from the pipeline with numpy arrays of reason codes/messages."""
+    with self._lock:
+      for code in reasons.tolist():
+        self._counts[BAD_ROW_REASONS[code]] += 1
+      for message in messages.tolist():
+        if len(self._examples) >= self._max_examples:
+          break
+        self._examples.append(message.decode("utf-8", "replace"))
+    return reasons.size
+
+
+# ---------------------------------------------------------------------------
+# Packing: one int32 vector per row (label, dense, bucket ids).
+# ---------------------------------------------------------------------------
+
+
+def _pack(model_inputs, label, schema: features_lib.FeatureSchema):
+  parts = [tf.bitcast(label, tf.int32)[:, None],
+           tf.bitcast(model_inputs[features_lib.DENSE_KEY], tf.int32)]
+  if schema.categorical:
+    parts.append(tf.stack([model_inputs[features_lib.SPARSE_KEY][n]
+                           for n in schema.categorical_names], axis=1))
+  return tf.concat(parts, axis=1)
+
+
+def _unpack(packed, schema: features_lib.FeatureSchema):
+  """Inverse of ``_pack`` for a batch: returns (features, label)."""
+  num_dense = schema.num_dense
+  label = tf.bitcast(packed[:, 0], tf.float32)
+  dense = tf.bitcast(packed[:, 1:1 + num_dense], tf.float32)
+  dense = tf.reshape(dense, [-1, num_dense])
+  sparse = {name: packed[:, 1 + num_dense + i]
+            for i, name in enumerate(schema.categorical_names)}
+  return ({features_lib.DENSE_KEY: dense, features_lib.SPARSE_KEY: sparse},
+          label)
+
+
+# ---------------------------------------------------------------------------
+# Chunk parsing and bad rows.
+# ---------------------------------------------------------------------------
+
+
+def _truncate(text):
+  long = tf.strings.length(text) > MAX_CONTENT_CHARS
+  cut = tf.strings.substr(text, 0, MAX_CONTENT_CHARS)
+  return tf.where(long, tf.strings.join([cut, "..."]), text)
+
+
+def _describe(filename, line_numbers, reasons, details, contents, unit: str):
+  """Vectorized ``file:line: reason; content: ...`` strings."""
+  return tf.strings.join([
+      filename, ":", tf.as_string(line_numbers), ": bad row (",
+      tf.gather(tf.constant(BAD_ROW_REASONS), reasons), ": ", details,
+      f"); {unit} content: ", _truncate(contents)])
+
+
+class _ChunkChecker:
+  """Applies ``on_bad_row`` to a chunk given its validity mask."""
+
+  def __init__(self, on_bad_row: str, counter: Optional[BadRowCounter]):
+    if on_bad_row not in ("error", "skip"):
+      raise DataError(f"on_bad_row must be 'error' or 'skip', got "
+                      f"{on_bad_row!r}")
+    self.on_bad_row = on_bad_row
+    self.counter = counter
+
+  def __call__(self, bad, describe_bad):
+    """Returns a tensor to make the chunk's outputs depend on.
+
+    ``bad``: bool [n]; ``describe_bad(indices)`` -> (reasons int32 [k],
+    messages string [k]) for the bad rows at ``indices``.
+    """
+    any_bad = tf.reduce_any(bad)
+
+    def on_bad():
+      indices = tf.where(bad)[:, 0]
+      if self.on_bad_row == "error":
+        _, messages = describe_bad(indices[:1])
+        message = tf.strings.join([
+            messages[0], " (set data.on_bad_row=skip to skip and count bad "
+            "rows)"])
+        assertion = tf.debugging.Assert(tf.constant(False), [message],
+                                        summarize=1)
+        with tf.control_dependencies([assertion]):
+          return tf.constant(0, tf.int64)
+      if self.counter is None:
+        return tf.constant(0, tf.int64)
+      reasons, messages = describe_bad(indices)
+      return tf.numpy_function(self.counter._record, [reasons, messages],  # pylint: disable=protected-access
+                               tf.int64, stateful=True)
+
+    return tf.cond(any_bad, on_bad, lambda: tf.constant(0, tf.int64))
+
+
+def _shard_mask(line_numbers, line_shards):
+  if line_shards is None:
+    return tf.ones_like(line_numbers, tf.bool)
+  num_shards, index = line_shards
+  return tf.equal((line_numbers - 1) % num_shards, index)
+
+
+def _row_regex(num_dense: int, num_categorical: int) -> str:
+  """RE2 pattern a valid TSV row matches in full (one pass over the line)."""
+  return ("[01]" + (f"(?:\t(?:{_INTEGER_REGEX})?){{{num_dense}}}"
+                    if num_dense else "")
+          + (f"(?:\t[^\t]*){{{num_categorical}}}" if num_categorical else ""))
+
+
+def _tsv_chunk_fn(schema: features_lib.FeatureSchema, checker: _ChunkChecker,
+                  line_shards):
+  """(filename, first line number, lines [n]) -> (raw valid rows, dependency).
+
+  A row is valid when it matches ``_row_regex`` (one RE2 pass per line); only
+  valid rows reach ``tf.io.decode_csv``, which therefore cannot fail. Bad rows
+  are split and classified only when a chunk has any.
+  """
+  num_dense = schema.num_dense
+  num_columns = 1 + num_dense + len(schema.categorical)
+  row_regex = _row_regex(num_dense, len(schema.categorical))
+  dense_names = tf.constant(list(schema.dense) or [""])
+  nan = float("nan")
+  record_defaults = [[nan]] * (1 + num_dense) + [[""]] * len(schema.categorical)
+  names = (*schema.dense, *schema.categorical_names)
+
+  def parse(filename, first_line, lines):
+    n = tf.shape(lines, out_type=tf.int64)[0]
+    line_numbers = first_line + tf.range(n)
+    valid = tf.strings.regex_full_match(lines, row_regex)
+    mine = _shard_mask(line_numbers, line_shards)
+    keep = mine & valid
+
+    def describe_bad(indices):
+      bad_lines = tf.gather(lines, indices)
+      fields = tf.strings.split(bad_lines, "\t")
+      counts = fields.row_lengths()
+      columns = fields.to_tensor(default_value="", shape=[None, num_columns])
+      labels = columns[:, 0]
+      label_ok = tf.logical_or(tf.equal(labels, "0"), tf.equal(labels, "1"))
+      if num_dense:
+        dense_text = columns[:, 1:1 + num_dense]
+        dense_ok = tf.strings.regex_full_match(dense_text,
+                                               f"(?:{_INTEGER_REGEX})?")
+        first_bad_dense = tf.argmax(tf.cast(~dense_ok, tf.int32), axis=1,
+                                    output_type=tf.int32)
+        bad_value = tf.gather(dense_text, first_bad_dense, batch_dims=1)
+      else:
+        first_bad_dense = tf.zeros_like(counts, tf.int32)
+        bad_value = tf.fill(tf.shape(counts), "")
+      reasons = tf.where(tf.not_equal(counts, num_columns), 0,
+                         tf.where(label_ok, 1, 2))
+      details = tf.stack([
+          tf.strings.join([tf.as_string(counts),
+                           f" columns, expected {num_columns}"]),
+          tf.strings.join(["integer feature ",
+                           tf.gather(dense_names, first_bad_dense), " is [",
+                           bad_value, "]"]),
+          tf.strings.join(["label is [", labels, "], expected 0 or 1"]),
+      ], axis=1)
+      details = tf.gather(details, reasons, batch_dims=1)
+      return reasons, _describe(filename, tf.gather(line_numbers, indices),
+                                reasons, details, bad_lines, "line")
+
+    dependency = checker(mine & ~valid, describe_bad)
+    good = tf.cond(tf.reduce_all(keep), lambda: lines,
+                   lambda: tf.boolean_mask(lines, keep))
+    columns = tf.io.decode_csv(good, record_defaults, field_delim="\t",
+                               use_quote_delim=False)
+    raw = dict(zip(names, columns[1:]))
+    raw[schema.label] = columns[0]
+    return raw, dependency
+
+  return parse
+
+
+def _tfrecord_chunk_fn(schema: features_lib.FeatureSchema,
+                       checker: _ChunkChecker, line_shards):
+  """(filename, first record, serialized [n]) -> (raw valid rows, dependency)."""
+  spec = features_lib.tf_example_feature_spec(schema)
+
+  def parse(filename, first_record, serialized):
+    n = tf.shape(serialized, out_type=tf.int64)[0]
+    record_numbers = first_record + tf.range(n)
+    raw = tf.io.parse_example(serialized, spec)
+    label = raw[schema.label]
+    valid = tf.logical_or(tf.equal(label, 0.0), tf.equal(label, 1.0))
+    mine = _shard_mask(record_numbers, line_shards)
+
+    def describe_bad(indices):
+      reasons = tf.fill(tf.shape(indices), 2)
+      details = tf.strings.join(["label is [", tf.as_string(
+          tf.gather(label, indices)), "], expected 0 or 1"])
+      contents = tf.strings.join(["tf.Example of ", tf.as_string(
+          tf.strings.length(tf.gather(serialized, indices))), " bytes"])
+      return reasons, _describe(filename, tf.gather(record_numbers, indices),
+                                reasons, details, contents, "record")
+
+    dependency = checker(mine & ~valid, describe_bad)
+    keep = mine & valid
+    kept = tf.cond(tf.reduce_all(keep), lambda: raw,
+                   lambda: {k: tf.boolean_mask(v, keep) for k, v in raw.items()})
+    return kept, dependency
+
+  return parse
+
+
+def _raw_fn(file_format: str, schema: features_lib.FeatureSchema,
+            checker: _ChunkChecker, line_shards):
+  """(filename, first line/record, chunk) -> (raw dict with label, dependency)
+
+  ``raw`` holds the chunk's valid rows (of this shard): dense float32 (NaN =
+  missing), categorical strings, the label float32; ``dependency`` is the bad
+  row check (raise or count) that outputs must depend on.
+  """
+  make = _tsv_chunk_fn if file_format == "tsv" else _tfrecord_chunk_fn
+  return make(schema, checker, line_shards)
+
+
+def _packed_fn(raw_fn, schema: features_lib.FeatureSchema):
+  def parse(filename, first, chunk):
+    raw, dependency = raw_fn(filename, first, chunk)
+    packed = _pack(features_lib.raw_to_model_inputs(raw, schema),
+                   raw[schema.label], schema)
+    with tf.control_dependencies([dependency]):
+      return tf.identity(packed)
+  return parse
+
+
+def _plain_text_chunks(filename, size):
+  """Lines of an uncompressed text file, read in blocks of ``BLOCK_BYTES``.
+
+  Reading fixed-size blocks and splitting them with one op avoids tf.data's
+  per-line cost of ``TextLineDataset`` (about 4x faster here). A line cut by a
+  block boundary is carried over (``scan``); the last line needs no newline;
+  ``\r\n`` endings lose the ``\r`` as with ``TextLineDataset``.
+  """
+  tail = size % BLOCK_BYTES
+  blocks = tf.data.FixedLengthRecordDataset(
+      filename, BLOCK_BYTES, footer_bytes=tail, buffer_size=BLOCK_BYTES)
+  last_block = tf.data.FixedLengthRecordDataset(
+      filename, tf.maximum(tail, 1), header_bytes=size - tail)
+  pieces = blocks.concatenate(last_block).map(lambda b: (b, False))
+  pieces = pieces.concatenate(tf.data.Dataset.from_tensors(
+      (tf.constant(""), True)))
+
+  def split_lines(state, piece):
+    carry, next_line = state
+    block, is_last = piece
+    text = tf.strings.join([carry, block])
+    parts = tf.strings.split(text, "\n")
+    num_complete = tf.size(parts, out_type=tf.int64) - 1
+    # On the last piece the carry is the final line if it is not empty.
+    num_lines = tf.where(is_last, tf.cast(tf.strings.length(parts[-1]) > 0,
+                                          tf.int64), num_complete)
+    lines = parts[:num_lines]
+    has_carriage_return = tf.size(tf.strings.split(text, "\r")) > 1
+    lines = tf.cond(
+        has_carriage_return,
+        lambda: tf.strings.regex_replace(lines, "\r$", ""), lambda: lines)
+    new_state = (tf.where(is_last, "", parts[-1]), next_line + num_lines)
+    return new_state, (next_line, lines)
+
+  initial = (tf.constant(""), tf.constant(1, tf.int64))
+  return pieces.scan(initial, split_lines)
+
+
+def _read_chunks(file_format: str):
+  """(filename, size) -> dataset of (filename, first line/record, chunk)."""
+
+  def read(filename, size):
+    is_gzip = tf.strings.regex_full_match(filename, r".*\.gz")
+    compression = tf.where(is_gzip, "GZIP", "")
+    if file_format == "tsv":
+      lines = tf.data.TextLineDataset(filename, compression_type=compression,
+                                      buffer_size=READ_BUFFER_BYTES)
+      numbered = tf.data.Dataset.zip((
+          tf.data.Dataset.range(1, 2**62, CHUNK_ROWS),
+          lines.batch(CHUNK_ROWS)))
+      # gzip: line by line; plain text: fast block reader (never both).
+      everything, nothing = tf.constant(-1, tf.int64), tf.constant(0, tf.int64)
+      numbered = numbered.take(tf.where(is_gzip, everything, nothing)).concatenate(
+          _plain_text_chunks(filename, tf.maximum(size, 0)).take(
+              tf.where(is_gzip, nothing, everything)))
+    else:
+      records = tf.data.TFRecordDataset(filename, compression_type=compression,
+                                        buffer_size=READ_BUFFER_BYTES)
+      numbered = tf.data.Dataset.zip((
+          tf.data.Dataset.range(1, 2**62, CHUNK_ROWS),
+          records.batch(CHUNK_ROWS)))
+    numbered = numbered.filter(lambda first, chunk: tf.size(chunk) > 0)
+    return numbered.map(lambda first, chunk: (filename, first, chunk))
+
+  return read
+
+
+# ---------------------------------------------------------------------------
+# The dataset.
+# ---------------------------------------------------------------------------
+
+
+def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
+                 batch_size: int, *, file_format: str = "tsv",
+                 training: bool = True, shuffle: bool = True,
+                 shuffle_buffer: int = 10_000, seed: Optional[int] = None,
+                 repeat: bool = False, cycle_length: int = 8,
+                 on_bad_row: str = "error",
+                 bad_rows: Optional[BadRowCounter] = None,
+                 num_shards: int = 1, shard_index: int = 0,
+                 drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
+  """Batches ``(features, label)`` from Criteo TSV or TFRecord ``files``.
+
+  * ``training``: files interleaved ``cycle_length`` at a time (chunk by
+    chunk); else read one after the other, so rows come in exact file order.
+  * ``shuffle`` (needs ``training``): file order and rows (buffer
+    ``shuffle_buffer``) are shuffled with seeds ``seed`` and ``seed + 7919``;
+    with ``repeat`` every epoch is reshuffled (TF derives each epoch's seed
+    from these deterministically), so a given ``seed`` fixes the whole order.
+  * Sharding (``num_shards > 1``): by files when there are at least
+    ``num_shards`` files (file i goes to shard ``i % num_shards``), else by
+    lines (line l of every file to shard ``(l - 1) % num_shards``).
+  * ``drop_remainder`` defaults to ``training`` (static batch shape for
+    training; every eval row is kept).
+  """
+  if file_format not in ("tsv", "tfrecord"):
+    raise DataError(f"file_format must be 'tsv' or 'tfrecord', got "
+                    f"{file_format!r}")
+  if shuffle and not training:
+    raise DataError("evaluation data is never shuffled (shuffle=True with "
+                    "training=False)")
+  if not files:
+    raise NoMatchingFilesError("no input files")
+  if batch_size <= 0:
+    raise DataError(f"batch_size must be > 0, got {batch_size}")
+  checker = _ChunkChecker(on_bad_row, bad_rows)
+  files = list(files)
+  line_shards = None
+  if num_shards > 1:
+    if len(files) >= num_shards:
+      files = files[shard_index::num_shards]
+    else:
+      line_shards = (num_shards, shard_index)
+  if drop_remainder is None:
+    drop_remainder = training
+  row_seed = None if seed is None else seed + _ROW_SEED_OFFSET
+
+  sizes = [_file_size(path, file_format) for path in files]
+  dataset = tf.data.Dataset.from_tensor_slices(
+      (tf.constant(files, tf.string), tf.constant(sizes, tf.int64)))
+  if shuffle and len(files) > 1:
+    dataset = dataset.shuffle(len(files), seed=seed,
+                              reshuffle_each_iteration=True)
+  parallel_files = min(cycle_length, len(files)) if training else 1
+  dataset = dataset.interleave(
+      _read_chunks(file_format), cycle_length=parallel_files, block_length=1,
+      **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
+         if parallel_files > 1 else {}))
+  parse = _packed_fn(_raw_fn(file_format, schema, checker, line_shards),
+                     schema)
+  dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
+  if shuffle and shuffle_buffer > 0:
+    dataset = dataset.unbatch().shuffle(shuffle_buffer, seed=row_seed,
+                                        reshuffle_each_iteration=True)
+    if repeat:
+      dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+  else:
+    if repeat:
+      dataset = dataset.repeat()
+    dataset = dataset.rebatch(batch_size, drop_remainder=drop_remainder)
+  dataset = dataset.map(lambda packed: _unpack(packed, schema),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  options = tf.data.Options()
+  options.deterministic = True
+  if num_shards > 1:
+    # Sharded here already; tf.distribute must not shard again.
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF)
+  return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def raw_dataset(files: Sequence[str], schema: features_lib.FeatureSchema, *,
+                file_format: str = "tsv", on_bad_row: str = "error",
+                bad_rows: Optional[BadRowCounter] = None) -> tf.data.Dataset:
+  """Chunks of raw rows of ``files`` in file and line order (for converting).
+
+  Elements are dicts ``{label, I.., C..}`` of [n] tensors as
+  ``tf_example_feature_spec`` parses them (dense float32 with NaN = missing,
+  categorical strings), bad rows handled as in ``make_dataset``.
+  """
+  checker = _ChunkChecker(on_bad_row, bad_rows)
+  raw_fn = _raw_fn(file_format, schema, checker, None)
+
+  def parse(filename, first, chunk):
+    raw, dependency = raw_fn(filename, first, chunk)
+    with tf.control_dependencies([dependency]):
+      return {k: tf.identity(v) for k, v in raw.items()}
+
+  files = list(files)
+  sizes = [_file_size(path, file_format) for path in files]
+  dataset = tf.data.Dataset.from_tensor_slices(
+      (tf.constant(files, tf.string), tf.constant(sizes, tf.int64)))
+  dataset = dataset.interleave(_read_chunks(file_format), cycle_length=1)
+  return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _file_size(path: str, file_format: str) -> int:
+  """Byte size for the plain-text block reader; -1 where it is not used."""
+  if file_format != "tsv" or path.endswith(".gz"):
+    return -1
+  return tf.io.gfile.stat(path).length
