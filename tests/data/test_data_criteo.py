@@ -292,3 +292,20 @@ def test_build_dataset_and_schema_from_config(tmp_path):
                                          str(tmp_path / "none*.tsv")})
   with pytest.raises(data_lib.NoMatchingFilesError, match="none"):
     data_lib.build_dataset(missing, "eval", 2)
+
+
+def test_shuffle_chunks_is_a_row_level_shuffle_buffer():
+  rows = tf.reshape(tf.range(100), [100, 1])
+  chunks = tf.data.Dataset.from_tensor_slices(tf.reshape(rows, [10, 10, 1]))
+  out = np.concatenate(list(criteo.shuffle_chunks(chunks, 30, seed=1)))[:, 0]
+  assert sorted(out) == list(range(100))
+  # A row leaves at most buffer + one chunk positions before it arrived.
+  assert all(value < position + 30 + 10 for position, value in enumerate(out))
+  assert not np.array_equal(out, np.arange(100))
+  # Rows mix across chunks: the first 10 outputs come from several chunks.
+  assert len({v // 10 for v in out[:10]}) >= 3
+  # With a buffer holding everything, the first row is uniform over all rows.
+  firsts = [int(next(iter(criteo.shuffle_chunks(chunks, 1000, seed=s)))[0, 0])
+            for s in range(40)]
+  assert 35 < np.mean(firsts) < 65
+  assert len(set(firsts)) > 20
