@@ -468,10 +468,11 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
 
   * ``training``: files interleaved ``cycle_length`` at a time (chunk by
     chunk); else read one after the other, so rows come in exact file order.
-  * ``shuffle`` (needs ``training``): file order and rows (buffer
-    ``shuffle_buffer``) are shuffled with seeds ``seed`` and ``seed + 7919``;
-    with ``repeat`` every epoch is reshuffled (TF derives each epoch's seed
-    from these deterministically), so a given ``seed`` fixes the whole order.
+  * ``shuffle`` (needs ``training``): file order (``Dataset.shuffle``, seed
+    ``seed``) and rows (``shuffle_chunks``, buffer ``shuffle_buffer`` rows,
+    seed ``seed + 7919``) are shuffled; with ``repeat`` every epoch is
+    reshuffled differently, each epoch's randomness derived deterministically
+    from the seeds, so a given ``seed`` fixes the whole order.
   * Sharding (``num_shards > 1``): by files when there are at least
     ``num_shards`` files (file i goes to shard ``i % num_shards``), else by
     lines (line l of every file to shard ``(l - 1) % num_shards``).
