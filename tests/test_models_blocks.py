@@ -57,7 +57,7 @@ def test_mlp_layer_names_and_structure():
   mlp = _mlp(normalization="batch", dropout=0.5)
   names = [[l.name for l in layers] for layers in mlp.hidden_layers]
   assert names[0][0] == "dense_0" and names[1][0] == "dense_1"
-  assert names[0][1] == "batch_norm_0" and names[0][3] == "dropout_0"
+  assert names[0][1:] == ["batch_norm_0", "activation_0", "dropout_0"]
   assert len(mlp.layers) == 8  # 2 x (dense, norm, activation, dropout)
 
 

@@ -45,11 +45,11 @@ def first_batch(schema, n=16):
 
 
 @pytest.mark.parametrize("changes,expected", [
-    ({}, ["embedding", "bottom_mlp", "dot_interaction", "top_mlp", "logit"]),
+    ({}, ["bottom_mlp", "dot_interaction", "top_mlp", "logit"]),
     ({"model__interaction": "cross"},
-     ["embedding", "bottom_mlp", "cross_0", "cross_1", "top_mlp", "logit"]),
+     ["bottom_mlp", "cross_0", "cross_1", "top_mlp", "logit"]),
     ({"model__interaction": "concat", "model__top_mlp": [1]},
-     ["embedding", "bottom_mlp", "logit"]),
+     ["bottom_mlp", "logit"]),
 ])
 def test_tower_layers_are_named(changes, expected):
   model = models.build_model(make_config(**changes), SCHEMA)
@@ -59,10 +59,10 @@ def test_tower_layers_are_named(changes, expected):
   lines = []
   model.summary(expand_nested=True, print_fn=lines.append)
   text = "\n".join(lines)
-  for name in ["tower_0"] + expected:
+  for name in ["embedding", "tower_0", "ranking"] + expected:
     assert name in text
-  table_names = sorted(v.name for v in model.towers[0].embedding.variables)
-  assert table_names == [f"ctr_model/tower_0/embedding/C{i}:0"
+  table_names = sorted(v.name for v in model.embedding.variables)
+  assert table_names == [f"ctr_model/embedding/tower_0_C{i}:0"
                          for i in (1, 2, 3)]
 
 
@@ -81,9 +81,9 @@ def test_dot_interaction_feeds_bottom_output_and_pairwise_dots():
   model(features)
   z = captured["z"].numpy()
   d = tower.bottom_mlp(features["dense_features"]).numpy()
-  e = [tower.embedding.embedding_tables[t].numpy()[features["sparse_features"][
-      t.name]] for t in sorted(tower.embedding.embedding_tables,
-                               key=lambda t: t.name)]
+  tables = {t.name: v.numpy() for t, v in model.embedding.embedding_tables.items()}
+  e = [tables[f"tower_0_{name}"][features["sparse_features"][name]]
+       for name in ("C1", "C2", "C3")]
   vectors = [d] + e  # 4 vectors of width 4 -> 6 pairwise dots
   dots = [np.sum(vectors[i] * vectors[j], axis=1)
           for i in range(4) for j in range(i)]
@@ -96,13 +96,23 @@ def test_ensemble_mean_of_independently_seeded_towers():
   ensemble = models.build_model(make_config(model__ensemble_size=3), SCHEMA)
   features = first_batch(SCHEMA)
   single(features)
-  tower_logits = [t(features).numpy() for t in ensemble.towers]
+  tower_logits = [l.numpy() for l in ensemble.tower_logits(features)]
   np.testing.assert_allclose(ensemble(features).numpy(),
                              np.mean(tower_logits, axis=0), rtol=1e-6)
   assert [t.name for t in ensemble.towers] == ["tower_0", "tower_1", "tower_2"]
+  assert len(ensemble.embedding.embedding_tables) == 3 * len(SCHEMA.categorical)
   # Tower i's seeds depend on i only: tower_0 equals the single model's tower.
   for a, b in zip(single.towers[0].weights, ensemble.towers[0].weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+  single_tables = {t.name: v.numpy()
+                   for t, v in single.embedding.embedding_tables.items()}
+  ensemble_tables = {t.name: v.numpy()
+                     for t, v in ensemble.embedding.embedding_tables.items()}
+  for name, table in single_tables.items():
+    np.testing.assert_array_equal(table, ensemble_tables[name])
+  assert not np.allclose(ensemble_tables["tower_1_C1"],
+                         ensemble_tables["tower_2_C1"])
+  np.testing.assert_array_equal(single(features).numpy(), tower_logits[0])
   k1 = ensemble.towers[1].logit.kernel.numpy()
   k2 = ensemble.towers[2].logit.kernel.numpy()
   assert not np.allclose(k1, k2)
@@ -150,7 +160,7 @@ def test_tables_use_embedding_optimizer_and_dense_layers_the_compiled_one(
   model = models.build_model(config, SCHEMA)
   model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=0.1))
   model(features)
-  tables = model.towers[0].embedding.trainable_variables
+  tables = model.embedding.trainable_variables
   table_ids = {id(v) for v in tables}
   before = [v.numpy() for v in model.trainable_variables]
   with tf.GradientTape() as tape:
@@ -250,6 +260,7 @@ def test_no_dense_features_uses_embeddings_only(interaction):
                              MOVIELENS_LIKE)
   features, labels, ds = random_batches(MOVIELENS_LIKE, n=64)
   assert model.towers[0].bottom_mlp is None
+  assert model.embedding is not None
   model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
   history = model.fit(ds, epochs=1, verbose=0).history
   assert np.isfinite(history["loss"][-1])
@@ -305,8 +316,7 @@ def test_checkpoint_restores_weights_and_embedding_optimizer_slots(tmp_path):
   restored = models.build_model(config, SCHEMA)
   restored.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
   restored(features)
-  restored.embedding_optimizer.build(
-      restored.towers[0].embedding.trainable_variables)
+  restored.embedding_optimizer.build(restored.embedding.trainable_variables)
   tf.train.Checkpoint(model=restored).restore(path).expect_partial()
   np.testing.assert_array_equal(restored(features).numpy(),
                                 model(features).numpy())

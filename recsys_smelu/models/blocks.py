@@ -37,8 +37,8 @@ def glorot_uniform(base_seed: int, path: str) -> tf.keras.initializers.Initializ
   return tf.keras.initializers.GlorotUniform(seed=derive_seed(base_seed, path))
 
 
-def make_activation(spec: str, policy: tf.keras.mixed_precision.Policy
-                    ) -> tf.keras.layers.Layer:
+def make_activation(spec: str, policy: tf.keras.mixed_precision.Policy,
+                    name: Optional[str] = None) -> tf.keras.layers.Layer:
   """A fresh activation layer from the registry, computing in ``policy``.
 
   The registry builds layers with the default (global) dtype policy; we set
@@ -46,10 +46,14 @@ def make_activation(spec: str, policy: tf.keras.mixed_precision.Policy
   ``mixed_bfloat16`` the activation runs in bfloat16 instead of autocasting
   its input back to float32 (trainable parameters such as SmeLU's beta stay
   float32 variables and are autocast in the call, as for any Keras layer).
+  ``name`` replaces the registry's global-counter name (``sme_lu_7``) with a
+  stable one; both are set before the layer builds its variables.
   """
   from recsys_smelu import activations  # pylint: disable=g-import-not-at-top
   layer = activations.get_activation(spec)
   layer._set_dtype_policy(policy)  # pylint: disable=protected-access
+  if name is not None:
+    layer._name = name  # pylint: disable=protected-access
   return layer
 
 
@@ -121,7 +125,7 @@ class MLP(tf.keras.layers.Layer):
       elif normalization == "batch":
         layers.append(tf.keras.layers.BatchNormalization(
             name=f"batch_norm_{i}", dtype=policy))
-      layers.append(make_activation(activation, policy))
+      layers.append(make_activation(activation, policy, name=f"activation_{i}"))
       if self.dropout_rate > 0:
         layers.append(tf.keras.layers.Dropout(
             self.dropout_rate,

@@ -14,8 +14,10 @@ interaction:
 top MLP hidden layers ──► logit (linear Dense(1), float32)
 ```
 
-``CTRModel`` is a ``tfrs.models.Model`` holding ``ensemble_size`` towers with
-independently derived seeds; its prediction is the mean of the tower logits.
+``CTRModel`` is a ``tfrs.models.Model`` holding one ``TPUEmbedding`` layer
+(the tables of every tower: a TPU program has one embedding engine) and
+``ensemble_size`` towers with independently derived seeds; its prediction is
+the mean of the tower logits.
 Its ``train_step`` sends the embedding-table gradients to the embedding
 optimizer (``config.train.embedding_optimizer``) and all other gradients to the
 optimizer given to ``compile``; on TPU the TPUEmbedding layer applies its own
@@ -180,15 +182,42 @@ def _direct_sublayers(layer: tf.keras.layers.Layer) -> list:
   return list(layer._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
 
 
-class CTRTower(tf.keras.layers.Layer):
-  """One CTR network: embeddings, bottom MLP, interaction, top MLP, logit.
+def tower_feature_config(config: ml_collections.ConfigDict,
+                         schema: FeatureSchema, tower_index: int
+                         ) -> dict[str, tf.tpu.experimental.embedding.FeatureConfig]:
+  """Tower ``tower_index``'s embedding tables: one per categorical feature.
 
-  Built by ``build_model``; see the module docstring for the dataflow.
-  ``call`` returns float32 logits ``[batch, 1]`` whatever the dtype policy.
+  Table ``tower_<i>_<feature>``: ``num_buckets x embedding_dim`` from the
+  schema, truncated-normal init with stddev ``1/sqrt(dim)`` seeded from
+  ``seed.init`` and the path ``tower_<i>/embedding/<feature>``.
+  """
+  init_seed = int(config.seed.init)
+  feature_config = {}
+  for feature in schema.categorical:
+    table = tf.tpu.experimental.embedding.TableConfig(
+        vocabulary_size=feature.num_buckets,
+        dim=feature.embedding_dim,
+        initializer=tf.keras.initializers.TruncatedNormal(
+            stddev=feature.embedding_dim ** -0.5,
+            seed=blocks.derive_seed(
+                init_seed, f"tower_{tower_index}/embedding/{feature.name}")),
+        name=f"tower_{tower_index}_{feature.name}")
+    feature_config[feature.name] = tf.tpu.experimental.embedding.FeatureConfig(
+        table=table, name=f"tower_{tower_index}_{feature.name}")
+  return feature_config
+
+
+class CTRTower(tf.keras.layers.Layer):
+  """One CTR network after the lookup: bottom MLP, interaction, top MLP, logit.
+
+  Built by ``build_model``; see the module docstring for the dataflow. The
+  tower's embedding tables live in the model's single TPUEmbedding layer
+  (one TPU embedding engine per program); ``call`` takes the looked-up
+  vectors and returns float32 logits ``[batch, 1]`` whatever the policy.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, schema: FeatureSchema,
-               tower_index: int, optimizer, name: str):
+               tower_index: int, name: str):
     policy = tf.keras.mixed_precision.Policy(config.model.mixed_precision)
     super().__init__(name=name, dtype=policy)
     m = config.model
@@ -199,21 +228,6 @@ class CTRTower(tf.keras.layers.Layer):
     self.cross_mode = m.cross_mode
     self.feature_names = schema.categorical_names
     self.num_dense = schema.num_dense
-
-    feature_config = {}
-    for feature in schema.categorical:
-      table = tf.tpu.experimental.embedding.TableConfig(
-          vocabulary_size=feature.num_buckets,
-          dim=feature.embedding_dim,
-          initializer=tf.keras.initializers.TruncatedNormal(
-              stddev=feature.embedding_dim ** -0.5,
-              seed=blocks.derive_seed(init_seed,
-                                      f"{path}/embedding/{feature.name}")),
-          name=feature.name)
-      feature_config[feature.name] = tf.tpu.experimental.embedding.FeatureConfig(
-          table=table, name=feature.name)
-    self.embedding = (_named_embedding(feature_config, optimizer, "embedding")
-                      if feature_config else None)
 
     def mlp(widths, activation, block):
       return blocks.MLP(widths, activation, normalization=m.normalization,
@@ -242,7 +256,7 @@ class CTRTower(tf.keras.layers.Layer):
           for i in range(int(m.cross_num_layers))]
       if m.cross_activation:
         self.cross_output_activation = blocks.make_activation(
-            m.cross_activation, policy)
+            m.cross_activation, policy, name="cross_activation")
 
     hidden = list(m.top_mlp)[:-1]
     self.top_mlp = mlp(hidden, top_activation, "top_mlp") if hidden else None
@@ -257,15 +271,14 @@ class CTRTower(tf.keras.layers.Layer):
     """Direct sublayers (lets ``summary(expand_nested=True)`` expand us)."""
     return _direct_sublayers(self)
 
-  def call(self, features: Mapping[str, Any], training: bool = False
+  def call(self, features: Mapping[str, Any],
+           looked_up: Mapping[str, tf.Tensor], training: bool = False
            ) -> tf.Tensor:
+    """Logits from the batch's ``features`` and this tower's ``looked_up``
+    embeddings ``{feature: [batch, dim]}``."""
     compute_dtype = self.compute_dtype
-    embeddings = []
-    if self.embedding is not None:
-      sparse = features[SPARSE_KEY]
-      looked_up = self.embedding({n: sparse[n] for n in self.feature_names})
-      embeddings = [tf.cast(looked_up[n], compute_dtype)
-                    for n in self.feature_names]
+    embeddings = [tf.cast(looked_up[n], compute_dtype)
+                  for n in self.feature_names]
     dense = []
     if self.num_dense:
       d = tf.cast(features[DENSE_KEY], compute_dtype)
@@ -306,12 +319,16 @@ class CTRModel(tfrs.models.Model):
   'mean_prediction', 'mean_label', all of the (mean) ensemble prediction.
   """
 
-  def __init__(self, towers: Sequence[CTRTower],
+  def __init__(self, embedding: Optional[tfrs.layers.embedding.TPUEmbedding],
+               towers: Sequence[CTRTower],
                keras_embedding_optimizer_: Optional[tf.keras.optimizers.Optimizer],
                mixed_precision: str = "float32", name: str = "ctr_model"):
     super().__init__(name=name)
     if not towers:
       raise ValueError("CTRModel needs at least one tower")
+    # One TPUEmbedding for all towers: its feature config is
+    # {"tower_<i>": {feature: FeatureConfig}}; None without categoricals.
+    self.embedding = embedding
     self.towers = list(towers)
     self.mixed_precision = mixed_precision
     # Applies the embedding-table gradients when the tables are ordinary
@@ -345,10 +362,19 @@ class CTRModel(tfrs.models.Model):
   def ensemble_size(self) -> int:
     return len(self.towers)
 
+  def lookup(self, features) -> dict[str, dict[str, tf.Tensor]]:
+    """``{"tower_<i>": {feature: [batch, dim]}}`` for the batch's ids."""
+    if self.embedding is None:
+      return {t.name: {} for t in self.towers}
+    sparse = features[SPARSE_KEY]
+    return self.embedding({
+        t.name: {n: sparse[n] for n in t.feature_names} for t in self.towers})
+
   def tower_logits(self, features, training: bool = False) -> list[tf.Tensor]:
     """Each tower's float32 logits ``[batch, 1]``."""
-    return [tf.cast(t(features, training=training), tf.float32)
-            for t in self.towers]
+    looked_up = self.lookup(features)
+    return [tf.cast(t(features, looked_up[t.name], training=training),
+                    tf.float32) for t in self.towers]
 
   def call(self, features, training: bool = False) -> tf.Tensor:
     logits = self.tower_logits(features, training=training)
@@ -382,11 +408,9 @@ class CTRModel(tfrs.models.Model):
           self.optimizer)
 
   def _local_embedding_variable_ids(self) -> set[int]:
-    ids = set()
-    for tower in self.towers:
-      if tower.embedding is not None and _tables_are_local(tower.embedding):
-        ids.update(id(v) for v in tower.embedding.trainable_variables)
-    return ids
+    if self.embedding is None or not _tables_are_local(self.embedding):
+      return set()
+    return {id(v) for v in self.embedding.trainable_variables}
 
   def train_step(self, inputs):
     """One step: dense gradients -> compiled optimizer, tables -> embedding one."""
@@ -532,8 +556,10 @@ def build_model(config: ml_collections.ConfigDict,
                 schema: FeatureSchema) -> CTRModel:
   """Builds the CTR model that ``config.model`` describes for ``schema``.
 
-  Tower i's weights are seeded from ``seed.init`` and the path
-  ``tower_i/<layer>`` (``blocks.derive_seed``), dropout from ``seed.dropout``.
+  Tower i's weights (its tables ``tower_<i>_<feature>`` in the model's one
+  TPUEmbedding layer, its MLPs and interaction) are seeded from ``seed.init``
+  and the path ``tower_<i>/<layer>`` (``blocks.derive_seed``), its dropout
+  from ``seed.dropout``.
   Build under a ``tf.distribute`` strategy scope to place the variables (on
   TPUStrategy the embedding tables go to the TPU embedding engine). The model
   still needs ``compile(optimizer=...)`` (the dense-layer optimizer).
@@ -544,9 +570,14 @@ def build_model(config: ml_collections.ConfigDict,
   check_model_config(config, schema)
   _check_activation_specs(config)
   tpu_optimizer = embedding_optimizer(config)
-  towers = [CTRTower(config, schema, tower_index=i, optimizer=tpu_optimizer,
-                     name=f"tower_{i}")
-            for i in range(int(config.model.ensemble_size))]
-  return CTRModel(towers,
+  num_towers = int(config.model.ensemble_size)
+  embedding = None
+  if schema.categorical:
+    embedding = _named_embedding(
+        {f"tower_{i}": tower_feature_config(config, schema, i)
+         for i in range(num_towers)}, tpu_optimizer, "embedding")
+  towers = [CTRTower(config, schema, tower_index=i, name=f"tower_{i}")
+            for i in range(num_towers)]
+  return CTRModel(embedding, towers,
                   keras_embedding_optimizer(tpu_optimizer),
                   mixed_precision=config.model.mixed_precision)
