@@ -32,7 +32,9 @@ import tensorflow as tf
 from recsys_smelu.data import criteo
 from recsys_smelu.data import movielens
 from recsys_smelu.data.criteo import BAD_ROW_REASONS
+from recsys_smelu.data.criteo import bad_row_error
 from recsys_smelu.data.criteo import BadRowCounter
+from recsys_smelu.data.criteo import BadRowError
 from recsys_smelu.data.criteo import DataError
 from recsys_smelu.data.criteo import expand_patterns
 from recsys_smelu.data.criteo import NoMatchingFilesError
@@ -83,8 +85,9 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
     (patterns in order, each sorted) and line order, never shuffled, last
     batch kept, so every example is scored once in file order.
   * Bad rows: data.on_bad_row 'error' raises ``tf.errors.InvalidArgumentError``
-    naming ``file:line`` when the bad row is reached while iterating; 'skip'
-    drops it and adds it to ``bad_rows`` if given.
+    naming ``file:line`` when the bad row is reached while iterating
+    (``bad_row_error(e)`` turns it into a ``BadRowError``, a ValueError, with
+    just the message); 'skip' drops it and adds it to ``bad_rows`` if given.
   """
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -118,7 +121,8 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
 
 
 __all__ = [
-    "BAD_ROW_REASONS", "BadRowCounter", "CategoricalFeature", "DENSE_KEY",
+    "BAD_ROW_REASONS", "BadRowCounter", "BadRowError", "CategoricalFeature",
+    "DENSE_KEY", "bad_row_error",
     "DataError", "FeatureSchema", "MovieLensFormatError",
     "NoMatchingFilesError", "SPARSE_KEY", "build_dataset", "build_schema",
     "criteo_schema", "expand_patterns", "raw_to_model_inputs",

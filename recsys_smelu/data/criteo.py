@@ -51,6 +51,31 @@ class NoMatchingFilesError(DataError, FileNotFoundError):
   """A file pattern matched no file."""
 
 
+class BadRowError(DataError):
+  """A bad row under ``on_bad_row='error'``: ``file:line: bad row (reason:
+  detail); line content: ...`` (see ``bad_row_error``)."""
+
+
+_ASSERT_MARK = "assertion failed: ["
+_SKIP_HINT = " (set data.on_bad_row=skip to skip and count bad rows)"
+
+
+def bad_row_error(error: BaseException) -> Optional[BadRowError]:
+  """The ``BadRowError`` inside a tf.data error, or None if it is not one.
+
+  In 'error' mode the pipeline stops with ``tf.errors.InvalidArgumentError``
+  (raised from inside tf.data, so it cannot be a ValueError itself); callers
+  that want the plain message re-raise: ``except
+  tf.errors.InvalidArgumentError as e: raise (bad_row_error(e) or e) from e``.
+  """
+  text = getattr(error, "message", None) or str(error)
+  start = text.find(_ASSERT_MARK)
+  end = text.find(_SKIP_HINT + "]", start)
+  if start < 0 or end < 0 or ": bad row (" not in text[start:end]:
+    return None
+  return BadRowError(text[start + len(_ASSERT_MARK):end] + _SKIP_HINT)
+
+
 def expand_patterns(patterns: str | Sequence[str]) -> list[str]:
   """Files of comma-separated glob patterns, in pattern order then sorted.
 
@@ -199,9 +224,7 @@ class _ChunkChecker:
       indices = tf.where(bad)[:, 0]
       if self.on_bad_row == "error":
         _, messages = describe_bad(indices[:1])
-        message = tf.strings.join([
-            messages[0], " (set data.on_bad_row=skip to skip and count bad "
-            "rows)"])
+        message = tf.strings.join([messages[0], _SKIP_HINT])
         assertion = tf.debugging.Assert(tf.constant(False), [message],
                                         summarize=1)
         with tf.control_dependencies([assertion]):

@@ -148,6 +148,12 @@ def test_bad_row_error_names_file_line_reason_and_content(tmp_path, reason,
   assert f"data{suffix}:3: bad row ({reason}: {detail}" in message
   assert bad.split("\t")[-1] in message  # the row's content is quoted
   assert "on_bad_row=skip" in message
+  plain = data_lib.bad_row_error(error.value)
+  assert isinstance(plain, ValueError)
+  assert str(plain).startswith(f"{path}:3: bad row ({reason}: {detail})")
+  assert str(plain).endswith("to skip and count bad rows)")
+  assert data_lib.bad_row_error(tf.errors.InvalidArgumentError(
+      None, None, "assertion failed: [x > 0]")) is None
 
 
 @pytest.mark.parametrize("suffix", [".tsv", ".tsv.gz"])
