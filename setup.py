@@ -31,11 +31,18 @@ setuptools.setup(
         "matplotlib>=3.8,<4",
         "scikit-learn>=1.5,<2",
         "tqdm>=4.66,<5",
+        "tensorboard>=2.21,<2.22",  # tf.summary needs it; TF 2.21 no longer pulls it in
     ],
     extras_require={
         "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "recsys-smelu-train = recsys_smelu.train:run",
+        "recsys-smelu-twin = recsys_smelu.twin:run",
+        "recsys-smelu-export = recsys_smelu.export:run",
+        "recsys-smelu-synthetic = recsys_smelu.data.synthetic:run",
+        "recsys-smelu-convert = recsys_smelu.data.convert:run",
+    ]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

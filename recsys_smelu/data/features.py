@@ -209,3 +209,16 @@ def raw_to_model_inputs(raw: Mapping[str, Any], schema: FeatureSchema
                  if schema.categorical else tf.zeros([0]))
     dense = tf.zeros(tf.concat([tf.shape(reference), [0]], 0), tf.float32)
   return {DENSE_KEY: dense, SPARSE_KEY: sparse}
+
+
+def zero_model_inputs(schema: FeatureSchema, batch_size: int = 1) -> dict:
+  """A batch of all-zero model inputs (the model's features dict).
+
+  For building a model's variables eagerly before training or restoring.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return {
+      DENSE_KEY: tf.zeros([batch_size, schema.num_dense], tf.float32),
+      SPARSE_KEY: {f.name: tf.zeros([batch_size], tf.int32)
+                   for f in schema.categorical},
+  }

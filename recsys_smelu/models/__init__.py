@@ -13,6 +13,7 @@ from recsys_smelu.models.ctr import (
     CTRTower,
     MeanPrediction,
     build_model,
+    create_variables,
     check_model_config,
     embedding_optimizer,
     keras_embedding_optimizer,
@@ -20,6 +21,6 @@ from recsys_smelu.models.ctr import (
 
 __all__ = [
     "AUC_THRESHOLDS", "METRIC_NAMES", "CTRModel", "CTRTower", "MLP",
-    "MeanPrediction", "build_model", "check_model_config", "derive_seed",
+    "MeanPrediction", "build_model", "check_model_config", "create_variables", "derive_seed",
     "embedding_optimizer", "keras_embedding_optimizer",
 ]

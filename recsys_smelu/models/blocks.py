@@ -57,6 +57,48 @@ def make_activation(spec: str, policy: tf.keras.mixed_precision.Policy,
   return layer
 
 
+class SeededDropout(tf.keras.layers.Layer):
+  """Inverted dropout whose masks survive a checkpoint restore.
+
+  The mask of training call n is ``stateless_uniform(seed=(seed, replica * 2^31
+  + n)) >= rate``, kept values scaled by ``1 / (1 - rate)``. The call counter n
+  is a non-trainable weight, so it is checkpointed with the model: a run
+  resumed from step s draws the masks an uninterrupted run draws after step s.
+  (Keras' ``Dropout`` keeps its generator state outside the checkpoint.) Each
+  replica folds in its replica id, so replicas drop different units.
+  """
+
+  def __init__(self, rate: float, seed: int, **kwargs):
+    super().__init__(**kwargs)
+    if not 0.0 <= rate < 1.0:
+      raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    self.rate = float(rate)
+    self.seed = int(seed)
+
+  def build(self, input_shape):
+    self.calls = self.add_weight(
+        name="calls", shape=[], dtype=tf.int64, trainable=False,
+        initializer="zeros",
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    super().build(input_shape)
+
+  def call(self, inputs, training=False):
+    if not training or self.rate == 0.0:
+      return inputs
+    replica = tf.distribute.get_replica_context()
+    replica_id = tf.cast(replica.replica_id_in_sync_group if replica else 0,
+                         tf.int64)
+    counter = self.calls.assign_add(1)
+    seed = tf.stack([tf.constant(self.seed, tf.int64),
+                     replica_id * (2 ** 31) + counter])
+    keep = tf.random.stateless_uniform(tf.shape(inputs), seed=seed) >= self.rate
+    scale = tf.cast(1.0 / (1.0 - self.rate), inputs.dtype)
+    return tf.where(keep, inputs * scale, tf.zeros_like(inputs))
+
+  def get_config(self):
+    return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
 class MLP(tf.keras.layers.Layer):
   """A stack of ``Dense -> normalization -> activation -> dropout`` layers.
 
@@ -64,9 +106,9 @@ class MLP(tf.keras.layers.Layer):
   model, so it stays linear and float32). Normalization ('layer' or 'batch')
   sits between the affine map and the activation, as in [SL22]'s setting
   where normalizing hidden layers helps reproducibility. Each Dense kernel is
-  Glorot-uniform with its own derived seed; each dropout layer draws its mask
-  from a ``tf.random.Generator`` seeded from the dropout seed, whose state is
-  a (checkpointed) variable, so resumed training continues the same masks.
+  Glorot-uniform with its own derived seed; each dropout layer is a
+  ``SeededDropout`` whose masks are a function of its seed and a checkpointed
+  call counter, so resumed training continues the same masks.
 
   Args:
     widths: hidden widths, at least one.
@@ -127,10 +169,9 @@ class MLP(tf.keras.layers.Layer):
             name=f"batch_norm_{i}", dtype=policy))
       layers.append(make_activation(activation, policy, name=f"activation_{i}"))
       if self.dropout_rate > 0:
-        layers.append(tf.keras.layers.Dropout(
+        layers.append(SeededDropout(
             self.dropout_rate,
             seed=derive_seed(dropout_seed, f"{seed_path}/dropout_{i}"),
-            force_generator=True,
             name=f"dropout_{i}",
             dtype=policy))
       self.hidden_layers.append(layers)

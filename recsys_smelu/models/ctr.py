@@ -552,6 +552,36 @@ def _check_activation_specs(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config key 'model.{key}' = {spec!r}: {e}") from e
 
 
+def _local_string_variables(next_creator, **kwargs):
+  """Creates string variables outside the distribution strategy.
+
+  TF 2.21's TPUEmbeddingForServing (TFRS' TPUEmbedding off TPU) creates a
+  string variable for SparseCore table layouts. MultiWorkerMirroredStrategy
+  broadcasts every new variable's initial value with collective ops, which
+  reject strings. The layouts mean nothing off TPU, so that variable is made
+  a plain local one (subclass construction skips the creator stack).
+  """
+  if kwargs.get("dtype") == tf.string:
+    from tensorflow.python.ops import resource_variable_ops  # pylint: disable=g-import-not-at-top
+    return resource_variable_ops.ResourceVariable(
+        initial_value=kwargs["initial_value"], trainable=False,
+        name=kwargs.get("name"), dtype=tf.string)
+  return next_creator(**kwargs)
+
+
+def create_variables(model: "CTRModel", schema: FeatureSchema) -> None:
+  """Creates the model's variables now by calling it on a zero batch.
+
+  Call under the strategy scope before training on CPU/GPU strategies: the
+  lazy build in the first train step fails under MultiWorkerMirroredStrategy
+  (see ``_local_string_variables``). Not for TPUStrategy, where the embedding
+  tables must be built inside the TPU step.
+  """
+  from recsys_smelu.data.features import zero_model_inputs  # pylint: disable=g-import-not-at-top
+  with tf.variable_creator_scope(_local_string_variables):
+    model(zero_model_inputs(schema), training=False)
+
+
 def build_model(config: ml_collections.ConfigDict,
                 schema: FeatureSchema) -> CTRModel:
   """Builds the CTR model that ``config.model`` describes for ``schema``.

@@ -1,0 +1,566 @@
+r"""Trainer: one entry point over tf.distribute, with checkpoints and resume.
+
+Library: ``train(config, model_dir, strategy=..., mode=...)`` builds the data
+and the model from a validated config, trains with Keras ``fit`` under the
+chosen ``tf.distribute`` strategy, checkpoints every
+``train.checkpoint_every`` steps, resumes from the latest checkpoint, and
+evaluates on the eval split with exact metrics from the predictions.
+
+Command line (thin: flags -> config -> ``train``)::
+
+  python -m recsys_smelu.train --config=configs/quickstart.py \
+      --model_dir=/tmp/run1 --config.model.activation=smelu:beta=1
+  recsys-smelu-train --config=configs/tpu_criteo_dlrm.py --strategy=tpu \
+      --tpu=local --model_dir=gs://bucket/run1
+
+Resume without replaying or skipping data: the training input is a
+deterministic function of ``seed.data`` (seeded shuffle, seeded per-epoch
+reshuffle, deterministic interleave), so on restart from a checkpoint at step
+``s`` the dataset is rebuilt and its first ``s`` batches are skipped
+(``Dataset.skip`` on the batched stream: the skipped data is read and decoded
+again but never trained on). The step lives in the optimizer's ``iterations``,
+which is checkpointed with the model and the optimizer slots.
+
+Optimizers: embedding tables and dense layers get separate optimizers
+(``train.embedding_optimizer`` / ``train.optimizer``). The trainer compiles the
+model with the dense one; the model owns the embedding one (on CPU/GPU its
+``train_step`` routes table gradients to it, under TPUStrategy the TPU
+embedding engine applies it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Optional
+
+from absl import logging
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from recsys_smelu import config as config_lib
+from recsys_smelu import data as data_lib
+from recsys_smelu import metrics as metrics_lib
+from recsys_smelu import models as models_lib
+
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+MODES = ("train", "eval", "train_and_eval")
+EVAL_METRICS_FILE = "eval_metrics.json"
+PREDICTIONS_FILE = "predictions.npz"
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN/Inf loss; the last good checkpoint is kept."""
+
+
+# ----------------------------------------------------------------------------
+# Strategy and determinism
+
+
+def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
+  """Returns the tf.distribute strategy named by ``--strategy``.
+
+  * ``default``: the default (single device) strategy.
+  * ``mirrored``: all GPUs, or all logical CPU devices when there is no GPU
+    (so it can be exercised on a CPU host with
+    ``tf.config.set_logical_device_configuration``).
+  * ``multi_worker_mirrored``: synchronous data parallelism over the workers
+    described by the ``TF_CONFIG`` environment variable.
+  * ``tpu``: Cloud TPU through ``TPUClusterResolver(tpu)``: ``local`` on a
+    TPU VM, else the TPU name or ``grpc://`` address.
+  """
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    if tf.config.list_logical_devices("GPU"):
+      return tf.distribute.MirroredStrategy()
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=cpus)
+  if name == "multi_worker_mirrored":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == "tpu":
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
+    if tpu not in ("", "local"):
+      tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+  raise ValueError(f"--strategy={name!r}: choose one of {', '.join(STRATEGIES)}")
+
+
+def configure_determinism(config: ml_collections.ConfigDict) -> None:
+  """Seeds TF's global RNG and, with ``determinism: true``, op determinism.
+
+  Model weights, data order and dropout take their own seeds from
+  ``config.seed``; the global seed only covers anything left unseeded.
+  oneDNN's reordered float sums are a second source of last-bit differences
+  on CPU; ``TF_ENABLE_ONEDNN_OPTS`` is read when TensorFlow loads, so the
+  command line sets it before import (see ``main``).
+  """
+  tf.random.set_seed(config.seed.init)
+  if config.determinism:
+    tf.config.experimental.enable_op_determinism()
+
+
+# ----------------------------------------------------------------------------
+# Optimizers
+
+
+def _learning_rate(base: float, config: ml_collections.ConfigDict):
+  """Linear warm-up for ``warmup_steps``, then constant / cosine / linear decay.
+
+  lr(s) = base * min(1, (s + 1) / warmup) * decay(s), where decay(s) is
+  1, 0.5 * (1 + cos(pi * p)) or (1 - p) with p = (s - warmup) / (steps - warmup)
+  clipped to [0, 1].
+  """
+  t = config.train
+  if t.warmup_steps == 0 and t.decay == "none":
+    return base
+  return WarmupDecaySchedule(base, t.warmup_steps, t.steps, t.decay)
+
+
+@tf.keras.utils.register_keras_serializable(package="recsys_smelu")
+class WarmupDecaySchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warm-up then constant, cosine or linear decay (see _learning_rate)."""
+
+  def __init__(self, base: float, warmup_steps: int, total_steps: int,
+               decay: str):
+    self.base, self.warmup_steps = float(base), int(warmup_steps)
+    self.total_steps, self.decay = int(total_steps), decay
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    warmup = tf.minimum(1.0, (step + 1.0) / max(self.warmup_steps, 1))
+    span = max(self.total_steps - self.warmup_steps, 1)
+    progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+    if self.decay == "cosine":
+      factor = 0.5 * (1.0 + tf.cos(math.pi * progress))
+    elif self.decay == "linear":
+      factor = 1.0 - progress
+    else:
+      factor = 1.0
+    return self.base * warmup * factor
+
+  def get_config(self):
+    return dict(base=self.base, warmup_steps=self.warmup_steps,
+                total_steps=self.total_steps, decay=self.decay)
+
+
+_DENSE_OPTIMIZERS = {
+    "adam": tf.keras.optimizers.Adam,
+    "adagrad": tf.keras.optimizers.Adagrad,
+    "sgd": tf.keras.optimizers.SGD,
+}
+
+
+def make_dense_optimizer(config: ml_collections.ConfigDict
+                         ) -> tf.keras.optimizers.Optimizer:
+  """The optimizer of every non-embedding variable (``train.optimizer``).
+
+  The embedding tables get theirs from the model (``train.embedding_optimizer``,
+  see ``recsys_smelu.models``): on CPU/GPU the model's ``train_step`` routes
+  table gradients to it, on TPU the TPU embedding engine applies it.
+  """
+  t = config.train
+  return _DENSE_OPTIMIZERS[t.optimizer](
+      learning_rate=_learning_rate(t.learning_rate, config))
+
+
+def _current_learning_rate(optimizer) -> float:
+  """The dense optimizer's learning rate at its current step."""
+  optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling
+  lr = optimizer._learning_rate  # pylint: disable=protected-access
+  if isinstance(lr, tf.keras.optimizers.schedules.LearningRateSchedule):
+    return float(lr(optimizer.iterations))
+  return float(tf.keras.backend.get_value(lr))
+
+
+# ----------------------------------------------------------------------------
+# The monitor callback: progress, summaries, NaN guard, checkpoints
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not isinstance(
+      strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return True
+  task_type, task_id = resolver.task_type, resolver.task_id
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return task_type == "chief" or (task_type == "worker" and task_id == 0
+                                  and not has_chief) or task_type is None
+
+
+class _TrainingMonitor(tf.keras.callbacks.Callback):
+  """Checkpoints, NaN guard, examples/s, learning rate, progress and logs.
+
+  Keras reports batch ends once per ``steps_per_execution`` steps; the step
+  counter is the optimizer's ``iterations``.
+  """
+
+  def __init__(self, manager: tf.train.CheckpointManager, total_steps: int,
+               global_batch_size: int, log_every: int, writer, interactive: bool,
+               bad_rows=None):
+    super().__init__()
+    self._bad_rows = bad_rows
+    self._manager = manager
+    self._total = total_steps
+    self._batch = global_batch_size
+    self._log_every = log_every
+    self._writer = writer
+    self._interactive = interactive
+    self._last_logged_step = None
+    self._last_time = None
+    self._bar = None
+    self.non_finite_step: Optional[int] = None
+    self.examples_per_second: list[float] = []
+
+  def _step(self) -> int:
+    return int(self.model.optimizer.iterations.numpy())
+
+  def on_train_begin(self, logs=None):
+    step = self._step()
+    self._last_logged_step, self._last_time = step, time.perf_counter()
+    if self._interactive:
+      from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+      self._bar = tqdm(total=self._total, initial=step, unit="step",
+                       dynamic_ncols=True, file=sys.stderr)
+
+  def on_train_batch_end(self, batch, logs=None):
+    logs = logs or {}
+    step = self._step()
+    loss = float(logs.get("loss", 0.0))
+    if not math.isfinite(loss):
+      self.non_finite_step = step
+      self.model.stop_training = True
+      return
+    if self._bar is not None:
+      self._bar.update(step - self._bar.n)
+    if step >= self._total:
+      self.model.stop_training = True
+    if step - self._last_logged_step >= self._log_every or step >= self._total:
+      now = time.perf_counter()
+      rate = (step - self._last_logged_step) * self._batch / max(
+          now - self._last_time, 1e-9)
+      self.examples_per_second.append(rate)
+      lr = _current_learning_rate(self.model.optimizer)
+      if self._bar is not None:
+        self._bar.set_postfix(loss=f"{loss:.4f}", ex_per_s=f"{rate:,.0f}")
+      else:
+        logging.info("step %d/%d  loss %.5f  auc %.4f  lr %.3g  %.0f examples/s",
+                     step, self._total, loss, float(logs.get("auc", float("nan"))),
+                     lr, rate)
+      if self._writer is not None:
+        with self._writer.as_default(step=step):
+          tf.summary.scalar("train/loss", loss)
+          for name in ("auc", "log_loss", "mean_prediction", "mean_label"):
+            if name in logs:
+              tf.summary.scalar(f"train/{name}", float(logs[name]))
+          tf.summary.scalar("train/learning_rate", lr)
+          tf.summary.scalar("train/examples_per_second", rate)
+      self._last_logged_step, self._last_time = step, now
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.non_finite_step is None:
+      self._manager.save(checkpoint_number=self._step())
+    if self._bad_rows is not None and self._bad_rows.total:
+      logging.warning("Training data so far: %s", self._bad_rows.summary())
+
+  def on_train_end(self, logs=None):
+    if self._bar is not None:
+      self._bar.close()
+    if self._writer is not None:
+      self._writer.flush()
+
+
+# ----------------------------------------------------------------------------
+# Evaluation
+
+
+class _PredictWithLabels(tf.keras.Model):
+  """Wraps a CTR model so one ``predict`` pass returns logits and labels.
+
+  Keras ``predict`` keeps example order under every strategy and handles the
+  last partial batch, so the eval split is read once and scored exactly once.
+  With ``group_feature`` the bucket id of that categorical feature (e.g. the
+  user) comes back too, for ranking metrics.
+  """
+
+  def __init__(self, model: tf.keras.Model, group_feature: str = ""):
+    super().__init__()
+    self.ctr_model = model
+    self.group_feature = group_feature
+
+  def predict_step(self, data):
+    features, labels = data
+    logits = tf.reshape(self.ctr_model(features, training=False), [-1])
+    outputs = {"logit": tf.cast(logits, tf.float32), "label": labels}
+    if self.group_feature:
+      outputs["group"] = features["sparse_features"][self.group_feature]
+    return outputs
+
+
+def predict(model: tf.keras.Model, dataset: tf.data.Dataset,
+            group_feature: str = "") -> dict[str, np.ndarray]:
+  """Scores the whole dataset in order.
+
+  Returns ``{"probabilities", "labels"}`` (float64) and ``"groups"`` when
+  ``group_feature`` is given.
+  """
+  outputs = _PredictWithLabels(model, group_feature).predict(dataset, verbose=0)
+  logits = outputs["logit"].astype(np.float64)
+  result = {"probabilities": 1.0 / (1.0 + np.exp(-logits)),
+            "labels": outputs["label"].astype(np.float64)}
+  if group_feature:
+    result["groups"] = outputs["group"]
+  return result
+
+
+def read_eval_truth(path: str) -> Optional[np.ndarray]:
+  """Per-eval-example true probabilities (synthetic data), one per line."""
+  if not path:
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return np.loadtxt(f, dtype=np.float64, ndmin=1)
+
+
+def evaluate(config: ml_collections.ConfigDict, model: tf.keras.Model,
+             strategy: tf.distribute.Strategy, model_dir: Optional[str],
+             bad_rows=None) -> dict[str, Any]:
+  """Exact AUC, log loss and calibration on the eval split.
+
+  Writes ``model_dir/eval_metrics.json`` and ``model_dir/predictions.npz``
+  (probabilities, labels and, with ``data.group_feature``, groups, in
+  eval-file order) when ``model_dir`` is given.
+  """
+  dataset = data_lib.build_dataset(config, "eval", config.train.eval_batch_size,
+                                   bad_rows=bad_rows)
+  with strategy.scope():
+    scored = predict(model, dataset, config.data.group_feature)
+  probabilities, labels = scored["probabilities"], scored["labels"]
+  truth = read_eval_truth(config.data.eval_truth)
+  if truth is not None and len(truth) != len(labels):
+    raise ValueError(f"data.eval_truth {config.data.eval_truth!r} has "
+                     f"{len(truth)} values but the eval split has "
+                     f"{len(labels)} examples")
+  result = metrics_lib.model_metrics(labels, probabilities, truth)
+  result["step"] = int(model.optimizer.iterations.numpy()) if model.optimizer else 0
+  if bad_rows is not None:
+    result["skipped_bad_rows"] = bad_rows.total
+  if model_dir and _is_chief(strategy):
+    with tf.io.gfile.GFile(os.path.join(model_dir, EVAL_METRICS_FILE), "w") as f:
+      json.dump(result, f, indent=2, sort_keys=True)
+    buffer = io.BytesIO()  # np.savez seeks; GFile (gs://) cannot
+    np.savez(buffer, **scored)
+    with tf.io.gfile.GFile(os.path.join(model_dir, PREDICTIONS_FILE), "wb") as f:
+      f.write(buffer.getvalue())
+  return result
+
+
+# ----------------------------------------------------------------------------
+# The library entry point
+
+
+@dataclasses.dataclass
+class TrainResult:
+  model: tf.keras.Model
+  step: int
+  eval_metrics: Optional[dict[str, Any]]
+  examples_per_second: Optional[float]
+  checkpoint: Optional[str]
+
+
+def _absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Local data paths made absolute, so config.json works from any directory."""
+  changes = {}
+  for key in ("train_files", "eval_files", "movielens_dir", "eval_truth"):
+    value = config.data[key]
+    if value and "://" not in value:
+      changes[f"data.{key}"] = ",".join(
+          os.path.abspath(os.path.expanduser(p.strip())) for p in value.split(","))
+  return config_lib.override(config, changes)
+
+
+def _worker_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
+  """Chief writes to model_dir; other MWMS workers to a fresh scratch dir.
+
+  Every worker must take part in saving (collective ops), but only the
+  chief's files are kept; all workers restore from the chief's checkpoints.
+  """
+  if _is_chief(strategy):
+    return model_dir
+  resolver = strategy.cluster_resolver
+  return tempfile.mkdtemp(
+      prefix=f"recsys_smelu_{resolver.task_type}_{resolver.task_id}_")
+
+
+def build(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy
+          ) -> tuple[tf.keras.Model, tf.train.Checkpoint]:
+  """Model + optimizer compiled under ``strategy``, and its checkpoint."""
+  schema = data_lib.build_schema(config)
+  with strategy.scope():
+    model = models_lib.build_model(config, schema)
+    if not isinstance(strategy, tf.distribute.TPUStrategy):
+      models_lib.create_variables(model, schema)
+    optimizer = make_dense_optimizer(config)
+    model.compile(optimizer=optimizer,
+                  steps_per_execution=config.train.steps_per_execution,
+                  jit_compile=config.train.jit_compile)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+  return model, checkpoint
+
+
+def train(config: ml_collections.ConfigDict, model_dir: str,
+          strategy: Optional[tf.distribute.Strategy] = None,
+          mode: str = "train_and_eval",
+          interactive: Optional[bool] = None) -> TrainResult:
+  """Trains and/or evaluates the model ``config`` describes in ``model_dir``.
+
+  Resumes from the latest checkpoint in ``model_dir/checkpoints`` when there is
+  one. Raises ``NonFiniteLossError`` (keeping the last good checkpoint) when
+  the training loss becomes NaN or Inf, and ``ConfigError`` for a bad config.
+  """
+  if mode not in MODES:
+    raise ValueError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
+  config = _absolute_paths(config_lib.validate(config))
+  strategy = strategy or tf.distribute.get_strategy()
+  configure_determinism(config)
+  work_dir = _worker_dir(model_dir, strategy)
+  tf.io.gfile.makedirs(work_dir)
+  if _is_chief(strategy):
+    config_lib.save(config, model_dir)
+
+  model, checkpoint = build(config, strategy)
+  manager = tf.train.CheckpointManager(
+      checkpoint, os.path.join(work_dir, CHECKPOINT_SUBDIR),
+      max_to_keep=config.train.keep_checkpoints)
+  latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_SUBDIR))
+  if latest:
+    checkpoint.restore(latest).expect_partial()
+    logging.info("Restored %s (step %d)", latest,
+                 int(model.optimizer.iterations.numpy()))
+  elif mode == "eval":
+    raise FileNotFoundError(f"--mode=eval: no checkpoint in "
+                            f"{os.path.join(model_dir, CHECKPOINT_SUBDIR)}")
+
+  bad_rows = data_lib.BadRowCounter()
+  rate = None
+  if mode in ("train", "train_and_eval"):
+    rate = _fit(config, model, manager, strategy, work_dir, bad_rows,
+                sys.stderr.isatty() if interactive is None else interactive)
+    if bad_rows.total:
+      logging.warning("Training data: %s", bad_rows.summary())
+  step = int(model.optimizer.iterations.numpy())
+  if work_dir != model_dir:
+    tf.io.gfile.rmtree(work_dir)
+
+  eval_metrics = None
+  if mode in ("eval", "train_and_eval"):
+    eval_bad_rows = data_lib.BadRowCounter()
+    eval_metrics = evaluate(config, model, strategy, model_dir, eval_bad_rows)
+    logging.info("Eval at step %d: %s", step, json.dumps(eval_metrics))
+    if eval_bad_rows.total:
+      logging.warning("Eval data: %s", eval_bad_rows.summary())
+  if config.train.export and _is_chief(strategy):
+    from recsys_smelu import export as export_lib  # pylint: disable=g-import-not-at-top
+    export_lib.export_saved_model(model_dir, os.path.join(model_dir, "export"),
+                                  model=model, config=config)
+  return TrainResult(model=model, step=step, eval_metrics=eval_metrics,
+                     examples_per_second=rate,
+                     checkpoint=tf.train.latest_checkpoint(
+                         os.path.join(model_dir, CHECKPOINT_SUBDIR)))
+
+
+def _fit(config, model, manager, strategy, work_dir, bad_rows, interactive
+         ) -> Optional[float]:
+  """Runs Keras fit from the restored step to ``train.steps``."""
+  t = config.train
+  start = int(model.optimizer.iterations.numpy())
+  if start >= t.steps:
+    logging.info("Already trained to step %d (train.steps=%d)", start, t.steps)
+    return None
+  if t.checkpoint_every % t.steps_per_execution:
+    raise config_lib.ConfigError(
+        "config key 'train.checkpoint_every' must be a multiple of "
+        f"'train.steps_per_execution' ({t.checkpoint_every} vs "
+        f"{t.steps_per_execution})")
+
+  def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+    dataset = data_lib.build_dataset(
+        config, "train", t.batch_size, seed=config.seed.data, repeat=True,
+        input_context=input_context, bad_rows=bad_rows)
+    return dataset.skip(start)
+
+  dataset = strategy.distribute_datasets_from_function(dataset_fn)
+
+  writer = tf.summary.create_file_writer(os.path.join(work_dir, "train")) \
+      if _is_chief(strategy) else None
+  monitor = _TrainingMonitor(manager, t.steps, t.batch_size, t.log_every, writer,
+                             interactive, bad_rows)
+  epochs = math.ceil(t.steps / t.checkpoint_every)
+  model.fit(dataset, epochs=epochs, initial_epoch=start // t.checkpoint_every,
+            steps_per_epoch=t.checkpoint_every, callbacks=[monitor], verbose=0)
+  if monitor.non_finite_step is not None:
+    raise NonFiniteLossError(
+        f"training loss became NaN/Inf at step {monitor.non_finite_step} "
+        f"(reported every train.steps_per_execution={t.steps_per_execution} "
+        f"steps); stopped without saving. Last good checkpoint: "
+        f"{manager.latest_checkpoint or 'none'}. Try a lower learning rate.")
+  step = int(model.optimizer.iterations.numpy())
+  if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(
+      f"-{step}"):
+    manager.save(checkpoint_number=step)
+  rates = monitor.examples_per_second
+  return float(np.median(rates)) if rates else None
+
+
+# ----------------------------------------------------------------------------
+# Command line
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file (configs/*.py), optionally "
+      "file.py:variant; override any key with --config.section.key=value.",
+      lock_config=True)
+  flags.DEFINE_string("model_dir", None, "Directory for checkpoints, "
+                      "TensorBoard summaries, config.json, eval_metrics.json.")
+  flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.")
+  flags.DEFINE_string("tpu", "", "TPU name or grpc:// address; 'local' on a "
+                      "TPU VM. Only with --strategy=tpu.")
+  flags.DEFINE_enum("mode", "train_and_eval", MODES, "What to run.")
+  flags.mark_flags_as_required(["config", "model_dir"])
+  return flags.FLAGS
+
+
+def main(argv):
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  config = f.config
+  strategy = make_strategy(f.strategy, f.tpu)
+  try:
+    train(config, f.model_dir, strategy, f.mode)
+  except (NonFiniteLossError, config_lib.ConfigError, FileNotFoundError) as e:
+    logging.error("%s", e)
+    raise SystemExit(f"error: {e}") from None
+
+
+def run():
+  """Console script ``recsys-smelu-train``."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  config_lib.check_command_line_overrides(sys.argv)
+  _define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

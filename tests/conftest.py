@@ -1,0 +1,64 @@
+"""Shared fixtures: one tiny synthetic Criteo-format data set per test session,
+and tiny configs (a few seconds of training) that point at it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import recsys_smelu  # noqa: F401  (sets TF_USE_LEGACY_KERAS before tensorflow)
+from recsys_smelu import config as config_lib
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Small enough that a model trains in seconds, large enough to learn from.
+TINY = {
+    "data.num_buckets": 100,
+    "data.shuffle_buffer": 512,
+    "model.embedding_dim": 4,
+    "model.bottom_mlp": [16, 4],
+    "model.top_mlp": [16, 1],
+    "train.batch_size": 64,
+    "train.eval_batch_size": 256,
+    "train.steps": 20,
+    "train.checkpoint_every": 10,
+    "train.log_every": 5,
+    "train.learning_rate": 3e-3,
+}
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> str:
+  from recsys_smelu.data import synthetic  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path_factory.mktemp("synthetic"))
+  synthetic.generate(out, num_train=3000, num_eval=1000, seed=0, num_files=2)
+  return out
+
+
+def tiny_config(data_dir: str, **changes):
+  """A validated tiny config on ``data_dir``; ``changes`` use dotted keys
+  with '__' for '.', e.g. ``train__steps=40``."""
+  base = dict(TINY)
+  base.update({
+      "data.train_files": os.path.join(data_dir, "train-*.tsv"),
+      "data.eval_files": os.path.join(data_dir, "eval-*.tsv"),
+      "data.eval_truth": os.path.join(data_dir, "eval_truth.txt"),
+  })
+  base.update({k.replace("__", "."): v for k, v in changes.items()})
+  return config_lib.override(config_lib.default_config(), base)
+
+
+def write_config_file(path: str, config) -> str:
+  return config_lib.write_config_file(config, path)
+
+
+def run_python(args: list[str], env: dict | None = None, timeout: int = 300,
+               **kwargs) -> subprocess.CompletedProcess:
+  """Runs ``python args...`` from the repo root with the test's interpreter."""
+  full_env = dict(os.environ)
+  full_env.update(env or {})
+  return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=full_env,
+                        capture_output=True, text=True, timeout=timeout, **kwargs)

@@ -1,0 +1,307 @@
+"""Trainer: outputs, resume, determinism, NaN guard, strategies, command line."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from unittest import mock
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from recsys_smelu import config as config_lib
+from recsys_smelu import models as models_lib
+from recsys_smelu import train as train_lib
+
+from conftest import REPO_ROOT, run_python, tiny_config, write_config_file
+
+
+def checkpoint_arrays(model_dir: str) -> dict[str, np.ndarray]:
+  """Every variable of the latest checkpoint (model and optimizer)."""
+  path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+  assert path, f"no checkpoint in {model_dir}"
+  reader = tf.train.load_checkpoint(path)
+  return {name: reader.get_tensor(name)
+          for name in reader.get_variable_to_shape_map()
+          if "OBJECT_GRAPH" not in name}
+
+
+def assert_identical(a: dict[str, np.ndarray], b: dict[str, np.ndarray]):
+  assert a.keys() == b.keys()
+  different = [k for k in a if not np.array_equal(a[k], b[k])]
+  assert not different, f"{len(different)} variables differ, e.g. {different[:3]}"
+
+
+def train_cli(config_file: str, model_dir: str, *extra: str, **kwargs):
+  return run_python(["-m", "recsys_smelu.train", f"--config={config_file}",
+                     f"--model_dir={model_dir}", *extra], **kwargs)
+
+
+def test_train_and_eval_writes_all_outputs(synthetic_dir, tmp_path):
+  model_dir = str(tmp_path / "run")
+  result = train_lib.train(tiny_config(synthetic_dir), model_dir,
+                           interactive=False)
+  assert result.step == 20
+  metrics = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
+  assert metrics["num_examples"] == 1000
+  assert metrics["step"] == 20
+  for key in ("auc", "logloss", "calibration", "excess_logloss"):
+    assert np.isfinite(metrics[key]), key
+  assert metrics == pytest.approx(result.eval_metrics)
+  saved = config_lib.load(model_dir)  # resolved config, absolute paths
+  assert os.path.isabs(saved.data.train_files)
+  assert sorted(os.path.basename(p) for p in glob.glob(
+      f"{model_dir}/checkpoints/ckpt-*.index")) == ["ckpt-10.index",
+                                                    "ckpt-20.index"]
+  assert glob.glob(f"{model_dir}/train/events.out.tfevents.*")
+  predictions = np.load(f"{model_dir}/predictions.npz")
+  assert predictions["probabilities"].shape == (1000,)
+  assert set(np.unique(predictions["labels"])) <= {0.0, 1.0}
+
+
+def test_training_learns_something(synthetic_dir, tmp_path):
+  result = train_lib.train(
+      tiny_config(synthetic_dir, train__steps=150, train__checkpoint_every=150),
+      str(tmp_path / "run"), interactive=False)
+  assert result.eval_metrics["auc"] > 0.6, result.eval_metrics
+
+
+def test_resume_continues_from_checkpoint(synthetic_dir, tmp_path):
+  model_dir = str(tmp_path / "run")
+  first = train_lib.train(tiny_config(synthetic_dir, train__steps=10),
+                          model_dir, mode="train", interactive=False)
+  assert first.step == 10 and first.eval_metrics is None
+  second = train_lib.train(tiny_config(synthetic_dir, train__steps=30),
+                           model_dir, mode="train", interactive=False)
+  assert second.step == 30
+  assert second.checkpoint.endswith("ckpt-30")
+  # Nothing to do once train.steps is reached; eval still works.
+  third = train_lib.train(tiny_config(synthetic_dir, train__steps=30),
+                          model_dir, mode="eval", interactive=False)
+  assert third.step == 30 and third.eval_metrics["step"] == 30
+
+
+def test_eval_without_checkpoint_is_an_error(synthetic_dir, tmp_path):
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    train_lib.train(tiny_config(synthetic_dir), str(tmp_path / "empty"),
+                    mode="eval")
+
+
+def test_missing_data_is_a_config_error_before_training(tmp_path):
+  config = tiny_config(str(tmp_path / "nowhere"))
+  with pytest.raises(config_lib.ConfigError, match="matches no file"):
+    train_lib.train(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_learning_rate_schedule_warmup_and_decay():
+  schedule = train_lib.WarmupDecaySchedule(1.0, warmup_steps=10,
+                                           total_steps=110, decay="cosine")
+  assert float(schedule(0)) == pytest.approx(0.1)
+  assert float(schedule(9)) == pytest.approx(1.0)
+  assert float(schedule(60)) == pytest.approx(0.5)  # half way through decay
+  assert float(schedule(110)) == pytest.approx(0.0, abs=1e-7)
+  linear = train_lib.WarmupDecaySchedule(2.0, 0, 100, "linear")
+  assert float(linear(25)) == pytest.approx(1.5)
+
+
+@pytest.mark.slow
+def test_deterministic_twins_and_split_run_are_bit_identical(synthetic_dir,
+                                                             tmp_path):
+  config = tiny_config(synthetic_dir, determinism=True, train__steps=30,
+                       model__dropout=0.1)
+  config_file = write_config_file(str(tmp_path / "config.py"), config)
+  for name in ("a", "b"):
+    result = train_cli(config_file, str(tmp_path / name), "--mode=train")
+    assert result.returncode == 0, result.stderr[-3000:]
+  # Interrupted at step 10 (a checkpoint), then resumed to 30.
+  result = train_cli(config_file, str(tmp_path / "split"), "--mode=train",
+                     "--config.train.steps=10")
+  assert result.returncode == 0, result.stderr[-3000:]
+  result = train_cli(config_file, str(tmp_path / "split"), "--mode=train")
+  assert result.returncode == 0, result.stderr[-3000:]
+  a = checkpoint_arrays(str(tmp_path / "a"))
+  assert_identical(a, checkpoint_arrays(str(tmp_path / "b")))
+  assert_identical(a, checkpoint_arrays(str(tmp_path / "split")))
+  # A different init seed gives different weights.
+  result = train_cli(config_file, str(tmp_path / "c"), "--mode=train",
+                     "--config.seed.init=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  c = checkpoint_arrays(str(tmp_path / "c"))
+  assert any(not np.array_equal(a[k], c[k]) for k in a if "model" in k)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(synthetic_dir,
+                                                           tmp_path):
+  config = tiny_config(synthetic_dir, determinism=True, train__steps=600,
+                       train__checkpoint_every=50, train__log_every=50)
+  config_file = write_config_file(str(tmp_path / "config.py"), config)
+  killed_dir = tmp_path / "killed"
+  args = [sys.executable, "-m", "recsys_smelu.train", f"--config={config_file}",
+          f"--model_dir={killed_dir}", "--mode=train"]
+  proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not glob.glob(f"{killed_dir}/checkpoints/ckpt-100.index"):
+    assert proc.poll() is None, "training ended before it could be killed"
+    assert time.time() < deadline, "no checkpoint appeared"
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  steps = [int(p.rsplit("-", 1)[1].split(".")[0])
+           for p in glob.glob(f"{killed_dir}/checkpoints/ckpt-*.index")]
+  assert max(steps) < 600, "killed too late to test resume"
+  result = train_cli(config_file, str(killed_dir), "--mode=train")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"(step {max(steps)})" in result.stderr
+  result = train_cli(config_file, str(tmp_path / "whole"), "--mode=train")
+  assert result.returncode == 0, result.stderr[-3000:]
+  resumed = checkpoint_arrays(str(killed_dir))
+  assert resumed["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"] == 600
+  assert_identical(resumed, checkpoint_arrays(str(tmp_path / "whole")))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
+    synthetic_dir, tmp_path, monkeypatch):
+  model_dir = str(tmp_path / "run")
+  train_lib.train(tiny_config(synthetic_dir, train__steps=10), model_dir,
+                  mode="train", interactive=False)
+  # From the resumed run's first step on, the loss is NaN.
+  real_loss = models_lib.CTRModel.compute_loss
+  monkeypatch.setattr(models_lib.CTRModel, "compute_loss",
+                      lambda self, *a, **k: real_loss(self, *a, **k) * np.nan)
+  with pytest.raises(train_lib.NonFiniteLossError,
+                     match=r"NaN/Inf at step 11 .*ckpt-10"):
+    train_lib.train(tiny_config(synthetic_dir, train__steps=30), model_dir,
+                    mode="train", interactive=False)
+  assert tf.train.latest_checkpoint(f"{model_dir}/checkpoints").endswith(
+      "ckpt-10")
+
+
+def test_cli_non_finite_loss_exits_nonzero(synthetic_dir, tmp_path):
+  # Linear activations cannot saturate: huge SGD steps overflow to inf/NaN.
+  config = tiny_config(synthetic_dir, train__optimizer="sgd",
+                       train__learning_rate=1e30, model__activation="linear",
+                       train__embedding_optimizer="sgd",
+                       train__embedding_learning_rate=1e30, train__steps=200)
+  config_file = write_config_file(str(tmp_path / "config.py"), config)
+  result = train_cli(config_file, str(tmp_path / "run"))
+  assert result.returncode != 0
+  assert "NaN/Inf at step" in result.stderr
+
+
+def test_cli_rejects_unknown_override_with_suggestion(synthetic_dir, tmp_path):
+  config_file = write_config_file(str(tmp_path / "config.py"),
+                                  tiny_config(synthetic_dir))
+  result = train_cli(config_file, str(tmp_path / "run"),
+                     "--config.model.actvation=smelu")
+  assert result.returncode != 0
+  assert "did you mean 'model.activation'" in result.stderr
+  assert not (tmp_path / "run").exists()
+
+
+def test_cli_trains_with_override_and_writes_config(synthetic_dir, tmp_path):
+  config_file = write_config_file(str(tmp_path / "config.py"),
+                                  tiny_config(synthetic_dir))
+  result = train_cli(config_file, str(tmp_path / "run"),
+                     "--config.model.activation=smelu:beta=0.5",
+                     "--config.train.steps=10")
+  assert result.returncode == 0, result.stderr[-3000:]
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert saved["model"]["activation"] == "smelu:beta=0.5"
+  assert saved["train"]["steps"] == 10
+  assert (tmp_path / "run" / "eval_metrics.json").exists()
+
+
+def test_cli_help_lists_flags():
+  result = run_python(["-m", "recsys_smelu.train", "--helpfull"])
+  for flag in ("--strategy", "--tpu", "--mode", "--model_dir", "--config"):
+    assert flag in result.stdout
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(synthetic_dir, tmp_path):
+  config_file = write_config_file(str(tmp_path / "config.py"),
+                                  tiny_config(synthetic_dir))
+  code = f"""
+import recsys_smelu, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from recsys_smelu import train
+import importlib.util
+spec = importlib.util.spec_from_file_location("c", {config_file!r})
+module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+strategy = train.make_strategy("mirrored")
+result = train.train(module.get_config(), {str(tmp_path / 'run')!r}, strategy)
+print("REPLICAS", strategy.num_replicas_in_sync, "STEP", result.step,
+      "AUC", result.eval_metrics["auc"], "N", result.eval_metrics["num_examples"])
+"""
+  result = run_python(["-c", code])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "REPLICAS 2 STEP 20" in result.stdout
+  assert "N 1000" in result.stdout
+
+
+def _free_ports(n: int) -> list[int]:
+  sockets = [socket.socket() for _ in range(n)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_two_processes(synthetic_dir, tmp_path):
+  config_file = write_config_file(str(tmp_path / "config.py"),
+                                  tiny_config(synthetic_dir))
+  ports = _free_ports(2)
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  model_dir = tmp_path / "run"
+  procs = []
+  for index in range(2):
+    env = dict(os.environ, TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "recsys_smelu.train", f"--config={config_file}",
+         f"--model_dir={model_dir}", "--strategy=multi_worker_mirrored",
+         "--mode=train"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True))
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], "\n\n".join(
+      f"worker {i}:\n{out[-2500:]}" for i, out in enumerate(outputs))
+  assert (model_dir / "checkpoints" / "ckpt-20.index").exists()
+  assert (model_dir / "config.json").exists()
+
+
+def test_tpu_strategy_factory_uses_resolver():
+  with mock.patch.object(tf.distribute.cluster_resolver, "TPUClusterResolver"
+                         ) as resolver_cls, \
+      mock.patch.object(tf.config, "experimental_connect_to_cluster") as connect, \
+      mock.patch.object(tf.tpu.experimental, "initialize_tpu_system") as init, \
+      mock.patch.object(tf.distribute, "TPUStrategy") as strategy_cls:
+    strategy = train_lib.make_strategy("tpu", "my-tpu")
+    resolver_cls.assert_called_once_with(tpu="my-tpu")
+    connect.assert_called_once_with(resolver_cls.return_value)
+    init.assert_called_once_with(resolver_cls.return_value)
+    strategy_cls.assert_called_once_with(resolver_cls.return_value)
+    assert strategy is strategy_cls.return_value
+    # On a TPU VM there is no remote cluster to connect to.
+    connect.reset_mock()
+    train_lib.make_strategy("tpu", "local")
+    connect.assert_not_called()
+
+
+def test_unknown_strategy_is_an_error():
+  with pytest.raises(ValueError, match="multi_worker_mirrored"):
+    train_lib.make_strategy("horovod")
