@@ -54,6 +54,7 @@ from absl import logging
 import ml_collections
 import tensorflow as tf
 
+from recsys_smelu import activations as activations_lib
 from recsys_smelu import config as config_lib
 from recsys_smelu import data as data_lib
 from recsys_smelu.data import features as features_lib
@@ -286,7 +287,10 @@ def export_saved_model(model_dir: str, export_dir: str, *,
   if step is None:
     step = int(time.time())
 
-  module = _ServingModule(model, data_lib.build_schema(config))
+  # Plain TF ops in the serving graph: the XLA-fused SmeLU kernels would
+  # need XLA's JIT at run time, which TF Serving's CPU build does not enable.
+  with activations_lib.fused_kernels(False):
+    module = _ServingModule(model, data_lib.build_schema(config))
   version_dir = os.path.join(export_dir, str(step))
   local = "://" not in export_dir
   # Locally, write next to the final place and rename, so TF Serving (which
@@ -298,7 +302,8 @@ def export_saved_model(model_dir: str, export_dir: str, *,
       logging.warning("Replacing existing export %s", path)
       tf.io.gfile.rmtree(path)
   tf.io.gfile.makedirs(export_dir)
-  tf.saved_model.save(module, staging, signatures=module.serving_signatures)
+  with activations_lib.fused_kernels(False):
+    tf.saved_model.save(module, staging, signatures=module.serving_signatures)
   _write_assets_extra(staging, model_dir, config)
   if local:
     os.rename(staging, version_dir)

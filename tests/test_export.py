@@ -119,6 +119,22 @@ def test_trainer_export_layout_and_assets(trained):
     assert json.load(f) == json.load(g)
 
 
+def test_serving_graph_needs_no_xla_jit(trained):
+  """SmeLU's fused XLA kernels are for training; TF Serving's CPU build has no
+  XLA JIT, so no exported function may be marked must-compile."""
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+  version_dir = os.path.join(trained["model_dir"], "export", str(trained["step"]))
+  proto = saved_model_pb2.SavedModel()
+  with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
+    proto.ParseFromString(f.read())
+  functions = proto.meta_graphs[0].graph_def.library.function
+  assert functions
+  must_compile = [f.signature.name for f in functions
+                  if f.attr.get("_XlaMustCompile") and
+                  f.attr["_XlaMustCompile"].b]
+  assert not must_compile, must_compile
+
+
 def test_signatures_equal_keras_model_on_eval_rows(trained, rows, schema):
   dense, categorical, _ = rows
   expected = keras_probabilities(trained["model"], dense, categorical, schema)

@@ -188,3 +188,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
 
 if __name__ == "__main__":
   _main()
+
+
+def run() -> None:
+  """Console script recsys-smelu-convert."""
+  _main()

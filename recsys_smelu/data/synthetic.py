@@ -406,3 +406,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
 
 if __name__ == "__main__":
   _main()
+
+
+def run() -> None:
+  """Console script recsys-smelu-synthetic."""
+  _main()
