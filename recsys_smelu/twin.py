@@ -1,0 +1,410 @@
+r"""Twin evaluator: N models per variant, accuracy and prediction difference.
+
+Answers "does SmeLU make my model reproducible, and what does it cost in
+accuracy?" in one command::
+
+  python -m recsys_smelu.twin --config=configs/quickstart.py --output_dir=OUT \
+      --variants=relu,smelu:beta=1,gelu --num_models=3 --vary=init,data_order
+
+A *variant* is a config change: an activation spec (``smelu:beta=0.5``), an
+ensemble (``ensemble:n=2``), or a named set of dotted-key changes listed by the
+config file's optional ``get_variants()``. Each variant trains ``num_models``
+models that differ only in the seeds ``--vary`` names (``init``, ``data_order``,
+``dropout``; ``none`` = all equal, and then, with determinism on, the PD must be
+exactly 0). Model ``i`` of every variant uses the same seeds, so variants are
+compared on equal footing.
+
+Every model is trained by the same trainer as ``recsys_smelu.train`` (its
+command line, in a subprocess: isolation of process-global TF settings,
+``--parallel`` runs, and a log file per run), in ``OUT/runs/<variant>/<i>/``
+with checkpoints, ``eval_metrics.json``, ``predictions.npz`` and a SavedModel.
+Re-running the same command skips finished runs and resumes unfinished ones;
+a failed run is reported with its log and the others go on (exit status 1).
+
+Several hosts: give each host a subset of the variants with ``--mode=train``
+and the same ``--output_dir`` (a shared or gs:// path), then run
+``--mode=report`` with all variants once to merge.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import importlib.util
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from recsys_smelu import activations as activations_lib
+from recsys_smelu import config as config_lib
+from recsys_smelu import metrics as metrics_lib
+from recsys_smelu import report as report_lib
+
+VARY_CHOICES = ("init", "data_order", "dropout", "none")
+_SEED_KEYS = {"init": "seed.init", "data_order": "seed.data",
+              "dropout": "seed.dropout"}
+DONE_FILE = "run_done.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """A named config change; ``spec`` is how the user wrote it."""
+  name: str
+  spec: str
+  changes: dict[str, Any]
+
+
+def split_variant_specs(text: str) -> list[str]:
+  """Splits ``relu,smelu:beta=1,trainable=true,gelu`` into variant specs.
+
+  Commas separate variants and also the parameters inside one spec, so a
+  ``key=value`` piece without its own ``name:`` belongs to the spec before it.
+  ``;`` always separates variants.
+  """
+  specs: list[str] = []
+  for chunk in text.split(";"):
+    for piece in (p.strip() for p in chunk.split(",")):
+      if not piece:
+        continue
+      if "=" in piece and ":" not in piece and specs and ":" in specs[-1]:
+        specs[-1] += "," + piece
+      else:
+        specs.append(piece)
+  return specs
+
+
+def variant_name(spec: str) -> str:
+  """A directory-safe name: ``smelu:beta=0.5`` -> ``smelu_beta0.5``."""
+  name = spec.replace(":", "_").replace(",", "_").replace("=", "")
+  return re.sub(r"[^A-Za-z0-9._-]", "-", name)
+
+
+def parse_variant(spec: str, named: Optional[dict[str, dict]] = None) -> Variant:
+  """A variant from a spec string (see module docstring).
+
+  Raises ValueError naming the spec when it is neither a named variant of the
+  config file, nor ``ensemble:n=N``, nor an activation spec.
+  """
+  if named and spec in named:
+    return Variant(spec, spec, dict(named[spec]))
+  if spec == "ensemble" or spec.startswith("ensemble:"):
+    params = dict(p.split("=", 1) for p in spec.partition(":")[2].split(",")
+                  if p)
+    unknown = set(params) - {"n", "activation"}
+    n = params.get("n", "2")
+    if unknown or not n.isdigit() or int(n) < 2:
+      raise ValueError(f"variant {spec!r}: expected ensemble:n=N (N >= 2) "
+                       "with optional activation=SPEC")
+    changes = {"model.ensemble_size": int(n)}
+    if "activation" in params:
+      changes["model.activation"] = params["activation"]
+    return Variant(variant_name(spec), spec, changes)
+  try:
+    activations_lib.get_activation(spec)
+  except ValueError as e:
+    choices = ", ".join(sorted(named or {}))
+    raise ValueError(f"variant {spec!r} is not an activation spec, "
+                     f"'ensemble:n=N'{' or one of ' + choices if choices else ''}"
+                     f": {e}") from None
+  return Variant(variant_name(spec), spec, {"model.activation": spec})
+
+
+def model_seeds(config: ml_collections.ConfigDict, index: int,
+                vary: Sequence[str]) -> dict[str, int]:
+  """Seeds of model ``index``: the config's, plus ``index`` where varied."""
+  seeds = {"init": config.seed.init, "data_order": config.seed.data,
+           "dropout": config.seed.dropout}
+  for what in vary:
+    if what != "none":
+      seeds[what] += 1000 * index
+  return seeds
+
+
+def run_config(base: ml_collections.ConfigDict, variant: Variant, index: int,
+               vary: Sequence[str]) -> ml_collections.ConfigDict:
+  seeds = model_seeds(base, index, vary)
+  changes = dict(variant.changes)
+  changes.update({_SEED_KEYS[k]: v for k, v in seeds.items()})
+  changes["train.export"] = True
+  return config_lib.override(base, changes)
+
+
+# ----------------------------------------------------------------------------
+# Running the models
+
+
+@dataclasses.dataclass
+class Run:
+  variant: Variant
+  index: int
+  run_dir: str
+  config: ml_collections.ConfigDict
+  seeds: dict[str, int]
+
+  @property
+  def log_path(self) -> str:
+    return os.path.join(self.run_dir, "train.log")
+
+  def is_done(self) -> bool:
+    done = os.path.join(self.run_dir, DONE_FILE)
+    if not os.path.exists(done):
+      return False
+    with open(done) as f:
+      return json.load(f).get("config") == self.config.to_dict()
+
+
+def _train_subprocess(run: Run) -> tuple[Run, Optional[str], float]:
+  """Trains one run with the train CLI; returns (run, error or None, seconds)."""
+  os.makedirs(run.run_dir, exist_ok=True)
+  config_file = config_lib.write_config_file(
+      run.config, os.path.join(run.run_dir, "run_config.py"))
+  command = [sys.executable, "-m", "recsys_smelu.train",
+             f"--config={config_file}", f"--model_dir={run.run_dir}",
+             "--mode=train_and_eval"]
+  start = time.perf_counter()
+  with open(run.log_path, "a") as log:
+    log.write(f"$ {' '.join(command)}\n")
+    log.flush()
+    result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+  seconds = time.perf_counter() - start
+  if result.returncode != 0:
+    return run, f"exit status {result.returncode}; log: {run.log_path}", seconds
+  with open(os.path.join(run.run_dir, DONE_FILE), "w") as f:
+    json.dump({"config": run.config.to_dict(), "seconds": seconds}, f)
+  return run, None, seconds
+
+
+def train_runs(runs: Sequence[Run], parallel: int = 1) -> dict[str, str]:
+  """Trains the unfinished runs; returns {run_dir: error} of failed ones."""
+  todo = [r for r in runs if not r.is_done()]
+  logging.info("%d of %d runs to train (%d finished before)", len(todo),
+               len(runs), len(runs) - len(todo))
+  failures = {}
+  with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
+    for run, error, seconds in pool.map(_train_subprocess, todo):
+      if error:
+        failures[run.run_dir] = error
+        logging.error("FAILED %s/%d: %s", run.variant.name, run.index, error)
+      else:
+        logging.info("trained %s/%d in %.0f s", run.variant.name, run.index,
+                     seconds)
+  return failures
+
+
+# ----------------------------------------------------------------------------
+# Scoring
+
+
+def _saved_model_dir(run_dir: str) -> Optional[str]:
+  export_root = os.path.join(run_dir, "export")
+  if not os.path.isdir(export_root):
+    return None
+  versions = sorted(d for d in os.listdir(export_root)
+                    if os.path.exists(os.path.join(export_root, d,
+                                                   "saved_model.pb")))
+  return os.path.join(export_root, versions[-1]) if versions else None
+
+
+def _read_truth(config: ml_collections.ConfigDict) -> Optional[np.ndarray]:
+  if not config.data.eval_truth:
+    return None
+  return np.loadtxt(config.data.eval_truth, dtype=np.float64, ndmin=1)
+
+
+def summarize(runs: Sequence[Run], output_dir: str, vary: Sequence[str],
+              top_k: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """Builds the results dict (issue schema) from finished runs' predictions."""
+  by_variant: dict[str, list[Run]] = {}
+  for run in runs:
+    by_variant.setdefault(run.variant.name, []).append(run)
+  variants, per_example_pd, seconds = [], {}, []
+  labels = truth = None
+  for name, variant_runs in by_variant.items():
+    models, predictions = [], []
+    groups = None
+    for run in variant_runs:
+      scored = np.load(os.path.join(run.run_dir, "predictions.npz"))
+      if labels is None:
+        labels, truth = scored["labels"], _read_truth(run.config)
+      elif not np.array_equal(labels, scored["labels"]):
+        raise ValueError(f"{run.run_dir}: eval labels differ from the other "
+                         "runs'; were they evaluated on different data?")
+      groups = scored["groups"] if "groups" in scored.files else None
+      predictions.append(scored["probabilities"])
+      with open(os.path.join(run.run_dir, DONE_FILE)) as f:
+        seconds.append(json.load(f).get("seconds", float("nan")))
+      saved_model = _saved_model_dir(run.run_dir)
+      models.append({
+          "index": run.index,
+          "seeds": run.seeds,
+          "run_dir": os.path.relpath(run.run_dir, output_dir),
+          "saved_model": (os.path.relpath(saved_model, output_dir)
+                          if saved_model else None),
+          "predictions": os.path.relpath(
+              os.path.join(run.run_dir, "predictions.npz"), output_dir),
+      })
+    entry = report_lib.summarize_variant(
+        name, variant_runs[0].variant.spec, models, predictions, labels,
+        truth=truth, groups=groups, k=top_k if groups is not None else None)
+    variants.append(entry)
+    if len(predictions) > 1:
+      per_example_pd[name] = metrics_lib.per_example_relative_pd(predictions)
+  base = runs[0].config
+  results = {
+      "config": base.to_dict(),
+      "varied": list(vary),
+      "eval_data": base.data.eval_files or base.data.movielens_dir,
+      "variants": variants,
+      "seconds_per_model": float(np.nanmean(seconds)) if seconds else None,
+  }
+  # Reference for PD comparisons: the variant named or specified 'relu'.
+  return report_lib.add_comparisons(results), per_example_pd
+
+
+def environment(config: ml_collections.ConfigDict, seconds_per_model) -> dict:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  gpus = tf.config.list_physical_devices("GPU")
+  return {
+      "tensorflow": tf.__version__,
+      "python": platform.python_version(),
+      "device": (f"{len(gpus)} GPU(s)" if gpus else
+                 f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"),
+      "determinism": bool(config.determinism),
+      "seconds_per_model": seconds_per_model,
+  }
+
+
+# ----------------------------------------------------------------------------
+# Library entry point
+
+
+def evaluate_variants(config: ml_collections.ConfigDict, output_dir: str,
+                      variants: Sequence[Variant], num_models: int = 3,
+                      vary: Sequence[str] = ("init", "data_order"),
+                      parallel: int = 1, mode: str = "all",
+                      top_k: int = 10) -> tuple[dict[str, Any], dict[str, str]]:
+  """Trains (``mode`` all|train) and reports (all|report) the twin runs.
+
+  Returns (results, failures); writes results.json, results.csv, report.md
+  and the plots to ``output_dir`` unless ``mode == 'train'``.
+  """
+  unknown = set(vary) - set(VARY_CHOICES)
+  if unknown or not vary or ("none" in vary and len(vary) > 1):
+    raise ValueError(f"vary={','.join(vary)!r}: give one or more of "
+                     f"init, data_order, dropout, or 'none' alone")
+  if num_models < 2:
+    raise ValueError("num_models must be >= 2: PD needs a pair")
+  config = config_lib.validate(config)
+  output_dir = os.path.abspath(output_dir)
+  runs = []
+  for variant in variants:
+    for i in range(num_models):
+      cfg = run_config(config, variant, i, vary)
+      runs.append(Run(variant, i, os.path.join(output_dir, "runs", variant.name,
+                                               str(i)), cfg,
+                      model_seeds(config, i, vary)))
+  failures: dict[str, str] = {}
+  if mode in ("all", "train"):
+    failures = train_runs(runs, parallel)
+  if mode == "train":
+    return {}, failures
+  finished = [r for r in runs if r.is_done()]
+  missing = [r.run_dir for r in runs if not r.is_done()]
+  for run_dir in missing:
+    failures.setdefault(run_dir, "not finished (no run_done.json)")
+  if not finished:
+    raise RuntimeError(f"no finished runs in {output_dir}/runs; nothing to report")
+  results, per_example_pd = summarize(finished, output_dir, vary, top_k)
+  results["failed_runs"] = failures
+  report_lib.write_report(results, output_dir, per_example_pd=per_example_pd,
+                          environment=environment(
+                              config, results["seconds_per_model"]))
+  return results, failures
+
+
+# ----------------------------------------------------------------------------
+# Command line
+
+
+def _load_named_variants(config_path: str) -> dict[str, dict]:
+  """``get_variants()`` of the config file, if it defines one."""
+  path = config_path.split(":", 1)[0]
+  spec = importlib.util.spec_from_file_location("_twin_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_variants() if hasattr(module, "get_variants") else {}
+
+
+def main(argv):
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  config = f.config
+  if f.determinism is not None:
+    config = config_lib.override(config, {"determinism": f.determinism})
+  named = _load_named_variants(f["config"].config_filename)
+  specs = split_variant_specs(f.variants) if f.variants else list(named)
+  if not specs:
+    raise SystemExit("error: give --variants or define get_variants() in the "
+                     "config file")
+  try:
+    variants = [parse_variant(s, named) for s in specs]
+    results, failures = evaluate_variants(
+        config, f.output_dir, variants, f.num_models, f.vary, f.parallel,
+        f.mode, f.top_k)
+  except (ValueError, RuntimeError) as e:
+    raise SystemExit(f"error: {e}") from None
+  if results:
+    print(report_lib.format_text_table(results))
+    print(f"\nReport: {os.path.join(os.path.abspath(f.output_dir), 'report.md')}")
+  if failures:
+    print(f"\n{len(failures)} run(s) failed or unfinished:", file=sys.stderr)
+    for run_dir, error in failures.items():
+      print(f"  {run_dir}: {error}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file (configs/*.py); override keys "
+      "with --config.section.key=value.", lock_config=True)
+  flags.DEFINE_string("output_dir", None, "Where runs/ and the report go.")
+  flags.DEFINE_string("variants", "", "Comma-separated variant specs, e.g. "
+                      "relu,smelu:beta=1,gelu,ensemble:n=2 (';' also "
+                      "separates); default: the config file's get_variants().")
+  flags.DEFINE_integer("num_models", 3, "Models per variant (>= 2; 3 or more "
+                       "to see the spread).")
+  flags.DEFINE_list("vary", ["init", "data_order"], "What differs between the "
+                    "models of a variant: init, data_order, dropout, or none.")
+  flags.DEFINE_integer("parallel", 1, "Runs trained at once (subprocesses).")
+  flags.DEFINE_enum("mode", "all", ["all", "train", "report"],
+                    "train: only train missing runs; report: only merge.")
+  flags.DEFINE_integer("top_k", 10, "k of the top-k swap rate (data with "
+                       "data.group_feature only).")
+  flags.DEFINE_boolean("determinism", True, "Op determinism in every run, so "
+                       "models differ only in what --vary says.")
+  flags.mark_flags_as_required(["config", "output_dir"])
+
+
+def run():
+  """Console script ``recsys-smelu-twin``."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  config_lib.check_command_line_overrides(sys.argv)
+  _define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

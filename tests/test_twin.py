@@ -1,0 +1,137 @@
+"""Twin evaluator: variant parsing, seeds, end-to-end runs, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from recsys_smelu import config as config_lib
+from recsys_smelu import twin
+
+from conftest import run_python, tiny_config, write_config_file
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("relu,smelu,gelu", ["relu", "smelu", "gelu"]),
+    ("relu,smelu:beta=1,trainable=true,gelu",
+     ["relu", "smelu:beta=1,trainable=true", "gelu"]),
+    ("gsmelu:g_neg=0.1,g_pos=1,alpha=1,beta=1;ensemble:n=2",
+     ["gsmelu:g_neg=0.1,g_pos=1,alpha=1,beta=1", "ensemble:n=2"]),
+    (" relu , swish ", ["relu", "swish"]),
+])
+def test_split_variant_specs(text, expected):
+  assert twin.split_variant_specs(text) == expected
+
+
+def test_parse_variant_kinds():
+  smelu = twin.parse_variant("smelu:beta=0.5")
+  assert smelu.changes == {"model.activation": "smelu:beta=0.5"}
+  assert smelu.name == "smelu_beta0.5"
+  ensemble = twin.parse_variant("ensemble:n=3")
+  assert ensemble.changes == {"model.ensemble_size": 3}
+  named = twin.parse_variant("deep", {"deep": {"model.top_mlp": [8, 8, 1]}})
+  assert named.changes == {"model.top_mlp": [8, 8, 1]}
+
+
+@pytest.mark.parametrize("spec", ["relux", "smelu:beta=-1", "ensemble:n=1",
+                                  "ensemble:size=2"])
+def test_parse_variant_errors_name_the_spec(spec):
+  with pytest.raises(ValueError, match="variant"):
+    twin.parse_variant(spec)
+
+
+def test_model_seeds_vary_only_what_is_asked():
+  config = config_lib.default_config()
+  assert twin.model_seeds(config, 0, ["init"]) == twin.model_seeds(config, 0,
+                                                                   ["none"])
+  s1 = twin.model_seeds(config, 1, ["init"])
+  assert s1["init"] != config.seed.init
+  assert (s1["data_order"], s1["dropout"]) == (config.seed.data,
+                                               config.seed.dropout)
+  s2 = twin.model_seeds(config, 2, ["init", "data_order"])
+  assert s2["init"] != s1["init"] and s2["data_order"] != config.seed.data
+  assert twin.model_seeds(config, 1, ["none"]) == twin.model_seeds(config, 0,
+                                                                   ["none"])
+
+
+def test_bad_vary_and_num_models(synthetic_dir, tmp_path):
+  config = tiny_config(synthetic_dir)
+  variants = [twin.parse_variant("relu")]
+  with pytest.raises(ValueError, match="vary"):
+    twin.evaluate_variants(config, str(tmp_path), variants, vary=["weights"])
+  with pytest.raises(ValueError, match="num_models"):
+    twin.evaluate_variants(config, str(tmp_path), variants, num_models=1)
+
+
+def _twin_cli(config_file, output_dir, *extra):
+  return run_python(["-m", "recsys_smelu.twin", f"--config={config_file}",
+                     f"--output_dir={output_dir}", *extra], timeout=600)
+
+
+@pytest.mark.slow
+def test_nothing_varied_gives_zero_pd_and_full_report(synthetic_dir, tmp_path):
+  config_file = write_config_file(str(tmp_path / "config.py"),
+                                  tiny_config(synthetic_dir))
+  out = tmp_path / "out"
+  result = _twin_cli(config_file, out, "--variants=relu,smelu:beta=1",
+                     "--num_models=2", "--vary=none")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "relu" in result.stdout and "smelu" in result.stdout
+  results = json.loads((out / "results.json").read_text())
+  assert results["varied"] == ["none"]
+  names = [v["name"] for v in results["variants"]]
+  assert names == ["relu", "smelu_beta1"]
+  for variant in results["variants"]:
+    assert variant["pd"]["relative"] == 0.0, variant["pd"]
+    assert variant["pd"]["absolute"] == 0.0
+    for model in variant["models"]:
+      for key in ("auc", "logloss", "calibration", "run_dir", "saved_model",
+                  "predictions", "seeds"):
+        assert key in model, key
+      assert os.path.exists(out / model["predictions"])
+      assert os.path.exists(out / model["saved_model"] / "saved_model.pb")
+  for name in ("results.csv", "report.md", "pd_vs_logloss.png"):
+    assert (out / name).exists(), name
+  # ReLU and SmeLU models differ from each other even with equal seeds.
+  relu = np.load(out / results["variants"][0]["models"][0]["predictions"])
+  smelu = np.load(out / results["variants"][1]["models"][0]["predictions"])
+  assert not np.array_equal(relu["probabilities"], smelu["probabilities"])
+
+  # Re-running skips finished runs: nothing retrained, same results.
+  done = out / "runs" / "relu" / "0" / twin.DONE_FILE
+  mtime = done.stat().st_mtime
+  result = _twin_cli(config_file, out, "--variants=relu,smelu:beta=1",
+                     "--num_models=2", "--vary=none")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert done.stat().st_mtime == mtime
+  assert "0 of 4 runs to train" in result.stderr
+
+
+@pytest.mark.slow
+def test_varied_init_gives_nonzero_pd(synthetic_dir, tmp_path):
+  config = tiny_config(synthetic_dir)
+  results, failures = twin.evaluate_variants(
+      config, str(tmp_path / "out"), [twin.parse_variant("relu")],
+      num_models=2, vary=["init"])
+  assert not failures
+  pd = results["variants"][0]["pd"]
+  assert pd["relative"] > 0.0 and pd["num_pairs"] == 1
+  seeds = [m["seeds"]["init"] for m in results["variants"][0]["models"]]
+  assert seeds[0] != seeds[1]
+
+
+@pytest.mark.slow
+def test_failed_run_is_reported_and_others_go_on(synthetic_dir, tmp_path):
+  config = tiny_config(synthetic_dir)
+  broken = twin.Variant("broken", "broken", {"model.top_mlp": [16, 2]})
+  results, failures = twin.evaluate_variants(
+      config, str(tmp_path / "out"), [twin.parse_variant("relu"), broken],
+      num_models=2, vary=["init"])
+  assert len(failures) == 2
+  for run_dir, error in failures.items():
+    assert "broken" in run_dir and "train.log" in error
+  assert [v["name"] for v in results["variants"]] == ["relu"]
+  assert (tmp_path / "out" / "report.md").exists()
