@@ -49,6 +49,7 @@ from recsys_smelu import config as config_lib
 from recsys_smelu import data as data_lib
 from recsys_smelu import metrics as metrics_lib
 from recsys_smelu import models as models_lib
+from recsys_smelu.models import schedules
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 MODES = ("train", "eval", "train_and_eval")
@@ -113,46 +114,6 @@ def configure_determinism(config: ml_collections.ConfigDict) -> None:
 # Optimizers
 
 
-def _learning_rate(base: float, config: ml_collections.ConfigDict):
-  """Linear warm-up for ``warmup_steps``, then constant / cosine / linear decay.
-
-  lr(s) = base * min(1, (s + 1) / warmup) * decay(s), where decay(s) is
-  1, 0.5 * (1 + cos(pi * p)) or (1 - p) with p = (s - warmup) / (steps - warmup)
-  clipped to [0, 1].
-  """
-  t = config.train
-  if t.warmup_steps == 0 and t.decay == "none":
-    return base
-  return WarmupDecaySchedule(base, t.warmup_steps, t.steps, t.decay)
-
-
-@tf.keras.utils.register_keras_serializable(package="recsys_smelu")
-class WarmupDecaySchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
-  """Linear warm-up then constant, cosine or linear decay (see _learning_rate)."""
-
-  def __init__(self, base: float, warmup_steps: int, total_steps: int,
-               decay: str):
-    self.base, self.warmup_steps = float(base), int(warmup_steps)
-    self.total_steps, self.decay = int(total_steps), decay
-
-  def __call__(self, step):
-    step = tf.cast(step, tf.float32)
-    warmup = tf.minimum(1.0, (step + 1.0) / max(self.warmup_steps, 1))
-    span = max(self.total_steps - self.warmup_steps, 1)
-    progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
-    if self.decay == "cosine":
-      factor = 0.5 * (1.0 + tf.cos(math.pi * progress))
-    elif self.decay == "linear":
-      factor = 1.0 - progress
-    else:
-      factor = 1.0
-    return self.base * warmup * factor
-
-  def get_config(self):
-    return dict(base=self.base, warmup_steps=self.warmup_steps,
-                total_steps=self.total_steps, decay=self.decay)
-
-
 _DENSE_OPTIMIZERS = {
     "adam": tf.keras.optimizers.Adam,
     "adagrad": tf.keras.optimizers.Adagrad,
@@ -170,7 +131,7 @@ def make_dense_optimizer(config: ml_collections.ConfigDict
   """
   t = config.train
   return _DENSE_OPTIMIZERS[t.optimizer](
-      learning_rate=_learning_rate(t.learning_rate, config))
+      learning_rate=schedules.learning_rate(t.learning_rate, config))
 
 
 def _current_learning_rate(optimizer) -> float:

@@ -19,6 +19,7 @@ import tensorflow as tf
 from recsys_smelu import config as config_lib
 from recsys_smelu import models as models_lib
 from recsys_smelu import train as train_lib
+from recsys_smelu.models import schedules
 
 from conftest import REPO_ROOT, run_python, tiny_config, write_config_file
 
@@ -102,13 +103,13 @@ def test_missing_data_is_a_config_error_before_training(tmp_path):
 
 
 def test_learning_rate_schedule_warmup_and_decay():
-  schedule = train_lib.WarmupDecaySchedule(1.0, warmup_steps=10,
+  schedule = schedules.WarmupDecaySchedule(1.0, warmup_steps=10,
                                            total_steps=110, decay="cosine")
   assert float(schedule(0)) == pytest.approx(0.1)
   assert float(schedule(9)) == pytest.approx(1.0)
   assert float(schedule(60)) == pytest.approx(0.5)  # half way through decay
   assert float(schedule(110)) == pytest.approx(0.0, abs=1e-7)
-  linear = train_lib.WarmupDecaySchedule(2.0, 0, 100, "linear")
+  linear = schedules.WarmupDecaySchedule(2.0, 0, 100, "linear")
   assert float(linear(25)) == pytest.approx(1.5)
 
 
