@@ -9,17 +9,17 @@ projection dim 512 (low rank), top MLP [1024, 1024, 512, 1].
       --config.data.eval_files='/data/criteo/eval/*' --model_dir=/tmp/dcn
 """
 
+import os
+
 from recsys_smelu import config as config_lib
+
+criteo_dlrm = config_lib.load_config_module(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "criteo_dlrm.py"))
 
 
 def get_config(activation: str = "relu"):
-  return config_lib.override(config_lib.default_config(), {
-      "data.format": "tsv",
-      "data.train_files": "/data/criteo/train/*",
-      "data.eval_files": "/data/criteo/eval/*",
-      "data.num_buckets": 1_000_000,
-      "data.shuffle_buffer": 100_000,
-      "data.cycle_length": 16,
+  """criteo_dlrm.py's data and training settings with a DCN-v2 model."""
+  return config_lib.override(criteo_dlrm.get_config(activation), {
       "model.interaction": "cross",
       "model.embedding_dim": 64,
       "model.bottom_mlp": [512, 256, 64],
@@ -27,18 +27,4 @@ def get_config(activation: str = "relu"):
       "model.cross_mode": "stacked",
       "model.cross_projection_dim": 512,
       "model.top_mlp": [1024, 1024, 512, 1],
-      "model.activation": activation or "relu",
-      "train.batch_size": 65_536,
-      "train.eval_batch_size": 65_536,
-      "train.steps": 75_000,
-      "train.optimizer": "adam",
-      "train.learning_rate": 2e-3,
-      "train.embedding_optimizer": "adagrad",
-      "train.embedding_learning_rate": 0.05,
-      "train.warmup_steps": 8_000,
-      "train.decay": "cosine",
-      "train.steps_per_execution": 100,
-      "train.checkpoint_every": 5_000,
-      "train.log_every": 1_000,
-      "train.jit_compile": True,
   })

@@ -14,21 +14,12 @@ embedding optimizer runs on the TPU's embedding engine (TFRS TPUEmbedding
 translates the Keras Adagrad into tf.tpu.experimental.embedding.Adagrad).
 """
 
-import importlib.util
 import os
 
 from recsys_smelu import config as config_lib
 
-
-def _load_sibling(name: str):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-criteo_dlrm = _load_sibling("criteo_dlrm")
+criteo_dlrm = config_lib.load_config_module(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "criteo_dlrm.py"))
 
 
 def get_config(activation: str = "relu"):

@@ -261,6 +261,21 @@ def save(config: ml_collections.ConfigDict, directory: str) -> str:
   return path
 
 
+def load_config_module(path: str):
+  """Imports a ``configs/*.py`` file as a module (its ``get_config()`` etc.).
+
+  For config files that build on another one, and for ``get_variants()``.
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None:
+    raise FileNotFoundError(f"config file {path!r} not found")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def write_config_file(config: ml_collections.ConfigDict, path: str) -> str:
   """Writes a ``configs/*.py``-style file whose ``get_config()`` is ``config``.
 

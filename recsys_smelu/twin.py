@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import importlib.util
 import json
 import os
 import platform
@@ -338,10 +337,7 @@ def evaluate_variants(config: ml_collections.ConfigDict, output_dir: str,
 
 def _load_named_variants(config_path: str) -> dict[str, dict]:
   """``get_variants()`` of the config file, if it defines one."""
-  path = config_path.split(":", 1)[0]
-  spec = importlib.util.spec_from_file_location("_twin_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_lib.load_config_module(config_path.split(":", 1)[0])
   return module.get_variants() if hasattr(module, "get_variants") else {}
 
 

@@ -546,9 +546,14 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
   dataset = dataset.rebatch(batch_size, drop_remainder=drop_remainder)
   dataset = dataset.map(lambda packed: _unpack(packed, schema),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return finish_pipeline(dataset, sharded=num_shards > 1)
+
+
+def finish_pipeline(dataset: tf.data.Dataset, sharded: bool) -> tf.data.Dataset:
+  """Deterministic order, no second sharding by tf.distribute, prefetch."""
   options = tf.data.Options()
   options.deterministic = True
-  if num_shards > 1:
+  if sharded:
     # Sharded here already; tf.distribute must not shard again.
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.OFF)

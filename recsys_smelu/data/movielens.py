@@ -35,6 +35,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from recsys_smelu.data import criteo
 from recsys_smelu.data import features as features_lib
 
 EVAL_PER_USER = 10
@@ -243,9 +244,4 @@ def make_dataset(directory: str, split: str, batch_size: int, *,
 
   dataset = dataset.map(to_model, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
-  options = tf.data.Options()
-  options.deterministic = True
-  if num_shards > 1:
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.OFF)
-  return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+  return criteo.finish_pipeline(dataset, sharded=num_shards > 1)
