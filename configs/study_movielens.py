@@ -20,7 +20,8 @@ import os
 from recsys_smelu import config as config_lib
 
 _CONFIGS = os.path.dirname(os.path.abspath(__file__))
-movielens = config_lib.load_config_module(os.path.join(_CONFIGS, "movielens.py"))
+movielens = config_lib.load_config_module(
+    os.path.join(_CONFIGS, "movielens.py"))
 study_synthetic = config_lib.load_config_module(
     os.path.join(_CONFIGS, "study_synthetic.py"))
 

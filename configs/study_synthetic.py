@@ -1,4 +1,4 @@
-"""Paper-style study on the quickstart's synthetic data: activations and SmeLU beta.
+"""Paper-style study on the quickstart's synthetic data: activations and beta.
 
 The model, data and training are ``configs/quickstart.py``'s (DLRM with
 layer-normalized hidden layers, 300k synthetic rows with a known true CTR,
@@ -28,7 +28,7 @@ def get_config():
 
 
 def get_variants():
-  """{name: dotted-key changes}: SmeLU beta sweep, baselines, 2-model ensemble."""
+  """{name: dotted-key changes}: SmeLU betas, baselines, 2-model ensemble."""
   variants = {"relu": {"model.activation": "relu"}}
   for beta in SMELU_BETAS:
     variants[f"smelu_beta{beta}"] = {"model.activation": f"smelu:beta={beta}"}
