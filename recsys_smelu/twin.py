@@ -46,6 +46,7 @@ import numpy as np
 from recsys_smelu import activations as activations_lib
 from recsys_smelu import config as config_lib
 from recsys_smelu import metrics as metrics_lib
+from recsys_smelu import platform_info
 from recsys_smelu import report as report_lib
 
 VARY_CHOICES = ("init", "data_order", "dropout", "none")
@@ -277,7 +278,7 @@ def environment(config: ml_collections.ConfigDict, seconds_per_model) -> dict:
       "tensorflow": tf.__version__,
       "python": platform.python_version(),
       "device": (f"{len(gpus)} GPU(s)" if gpus else
-                 f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"),
+                 platform_info.cpu_description()),
       "determinism": bool(config.determinism),
       "seconds_per_model": seconds_per_model,
   }

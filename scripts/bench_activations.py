@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import recsys_smelu  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS first)
 from recsys_smelu import activations  # noqa: E402
+from recsys_smelu import platform_info  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 ACTIVATIONS = {
@@ -78,16 +78,7 @@ def _device_name() -> str:
   if gpus:
     details = tf.config.experimental.get_device_details(gpus[0])
     return f"GPU: {details.get('device_name', gpus[0].name)}"
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return f"CPU: {cpu}, {os.cpu_count()} logical cores"
+  return f"CPU: {platform_info.cpu_name()}, {os.cpu_count()} logical cores"
 
 
 def _run_and_wait(step, x, dy) -> None:

@@ -65,7 +65,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -74,6 +73,8 @@ import sys
 import tempfile
 import time
 from typing import Any, Optional, Sequence
+
+from recsys_smelu import platform_info
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL_GARDEN_DIR = os.path.join(REPO, ".bench_modelgarden")
@@ -149,15 +150,7 @@ def steady_rate(intervals: Sequence[tuple[int, int, float]], batch_size: int,
 
 
 def _device() -> str:
-  model = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          model = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
+  model = platform_info.cpu_name()
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
       else os.cpu_count()
   return f"CPU: {model}, {cores} cores available (no accelerator used)"
