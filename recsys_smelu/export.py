@@ -44,7 +44,6 @@ ops (custom activations are traced into plain ops), so loading it needs no
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time

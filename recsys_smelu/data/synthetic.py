@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import io
 import json
 import math
 import os
