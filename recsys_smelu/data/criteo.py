@@ -252,23 +252,20 @@ def _row_regex(num_dense: int, num_categorical: int) -> str:
           + (f"(?:\t[^\t]*){{{num_categorical}}}" if num_categorical else ""))
 
 
-def _tsv_chunk_fn(schema: features_lib.FeatureSchema, checker: _ChunkChecker,
-                  line_shards):
-  """(filename, first line number, lines [n]) -> (raw valid rows, dependency).
+def _tsv_valid_lines_fn(schema: features_lib.FeatureSchema,
+                        checker: _ChunkChecker, line_shards):
+  """(filename, first line number, lines [n]) -> (valid lines, dependency).
 
-  A row is valid when it matches ``_row_regex`` (one RE2 pass per line); only
-  valid rows reach ``tf.io.decode_csv``, which therefore cannot fail. Bad rows
-  are split and classified only when a chunk has any.
+  A row is valid when it matches ``_row_regex`` (one RE2 pass per line), so
+  the decoders that follow cannot fail. Bad rows are split and classified only
+  when a chunk has any; ``dependency`` raises or counts them (``checker``).
   """
   num_dense = schema.num_dense
   num_columns = 1 + num_dense + len(schema.categorical)
   row_regex = _row_regex(num_dense, len(schema.categorical))
   dense_names = tf.constant(list(schema.dense) or [""])
-  nan = float("nan")
-  record_defaults = [[nan]] * (1 + num_dense) + [[""]] * len(schema.categorical)
-  names = (*schema.dense, *schema.categorical_names)
 
-  def parse(filename, first_line, lines):
+  def valid_lines(filename, first_line, lines):
     n = tf.shape(lines, out_type=tf.int64)[0]
     line_numbers = first_line + tf.range(n)
     valid = tf.strings.regex_full_match(lines, row_regex)
@@ -309,11 +306,96 @@ def _tsv_chunk_fn(schema: features_lib.FeatureSchema, checker: _ChunkChecker,
     dependency = checker(mine & ~valid, describe_bad)
     good = tf.cond(tf.reduce_all(keep), lambda: lines,
                    lambda: tf.boolean_mask(lines, keep))
+    return good, dependency
+
+  return valid_lines
+
+
+def _tsv_chunk_fn(schema: features_lib.FeatureSchema, checker: _ChunkChecker,
+                  line_shards):
+  """(filename, first line number, lines [n]) -> (raw valid rows, dependency).
+
+  Valid rows (``_tsv_valid_lines_fn``) are decoded by ``tf.io.decode_csv``
+  into the raw columns: label and dense float32 (NaN = missing), categorical
+  strings.
+  """
+  valid_lines = _tsv_valid_lines_fn(schema, checker, line_shards)
+  nan = float("nan")
+  record_defaults = ([[nan]] * (1 + schema.num_dense)
+                     + [[""]] * len(schema.categorical))
+  names = (*schema.dense, *schema.categorical_names)
+
+  def parse(filename, first_line, lines):
+    good, dependency = valid_lines(filename, first_line, lines)
     columns = tf.io.decode_csv(good, record_defaults, field_delim="\t",
                                use_quote_delim=False)
     raw = dict(zip(names, columns[1:]))
     raw[schema.label] = columns[0]
     return raw, dependency
+
+  return parse
+
+
+def _field_ids(fields, first_column: int,
+               schema: features_lib.FeatureSchema):
+  """Bucket ids int32 [n, k] of the categorical columns of ``fields``.
+
+  ``fields`` is a string matrix [n, columns] whose columns ``first_column +
+  i`` hold categorical feature i. Ids are ``features.categorical_ids`` of
+  each column. Features hashed into the same number of buckets are hashed in
+  one op over the whole matrix and their columns gathered from the result:
+  hashing a few unused fields costs less than copying the strings out column
+  by column (the common case, all features alike, is one op).
+  """
+  groups: dict[int, list[int]] = {}
+  for i, feature in enumerate(schema.categorical):
+    if feature.vocabulary is None:
+      groups.setdefault(feature.num_buckets, []).append(i)
+  ids = [None] * len(schema.categorical)
+  for indices in groups.values():
+    if len(indices) < 4:
+      continue
+    hashed = features_lib.categorical_ids(fields, schema.categorical[indices[0]])
+    for i in indices:
+      ids[i] = hashed[:, first_column + i]
+  for i, feature in enumerate(schema.categorical):
+    if ids[i] is None:
+      ids[i] = features_lib.categorical_ids(fields[:, first_column + i],
+                                            feature)
+  return tf.stack(ids, axis=1)
+
+
+def _tsv_packed_fn(schema: features_lib.FeatureSchema, checker: _ChunkChecker,
+                   line_shards):
+  """(filename, first line number, lines [n]) -> packed valid rows [k, width].
+
+  The training path, equal to ``_pack(raw_to_model_inputs(raw))`` of
+  ``_tsv_chunk_fn``'s rows but about 1.5x faster: ``decode_csv`` reads only
+  the label and integer columns (``select_cols``, no strings made), and the
+  categorical fields come from one ``tf.strings.split`` of the lines, hashed
+  by ``_field_ids``. The regex check has already fixed the column count.
+  """
+  valid_lines = _tsv_valid_lines_fn(schema, checker, line_shards)
+  num_dense = schema.num_dense
+  num_columns = 1 + num_dense + len(schema.categorical)
+  nan = float("nan")
+
+  def parse(filename, first_line, lines):
+    good, dependency = valid_lines(filename, first_line, lines)
+    numbers = tf.io.decode_csv(good, [[nan]] * (1 + num_dense),
+                               field_delim="\t", use_quote_delim=False,
+                               select_cols=list(range(1 + num_dense)))
+    label = numbers[0]
+    parts = [tf.bitcast(label, tf.int32)[:, None]]
+    if num_dense:
+      dense = features_lib.dense_transform(tf.stack(numbers[1:], axis=1))
+      parts.append(tf.bitcast(dense, tf.int32))
+    if schema.categorical:
+      fields = tf.reshape(tf.strings.split(good, "\t").flat_values,
+                          [-1, num_columns])
+      parts.append(_field_ids(fields, 1 + num_dense, schema))
+    with tf.control_dependencies([dependency]):
+      return tf.concat(parts, axis=1)
 
   return parse
 
@@ -535,8 +617,11 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
       _read_chunks(file_format), cycle_length=parallel_files, block_length=1,
       **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
          if parallel_files > 1 else {}))
-  parse = _packed_fn(_raw_fn(file_format, schema, checker, line_shards),
-                     schema)
+  if file_format == "tsv":
+    parse = _tsv_packed_fn(schema, checker, line_shards)
+  else:
+    parse = _packed_fn(_raw_fn(file_format, schema, checker, line_shards),
+                       schema)
   dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
   if shuffle and shuffle_buffer > 0:

@@ -315,3 +315,41 @@ def test_shuffle_chunks_is_a_row_level_shuffle_buffer():
             for s in range(40)]
   assert 35 < np.mean(firsts) < 65
   assert len(set(firsts)) > 20
+
+
+def test_tsv_training_decoder_equals_raw_to_model_inputs(tmp_path):
+  """The fast TSV path (decode_csv on numbers, one split and one hash op for
+  same-sized features) gives exactly raw_to_model_inputs of the raw rows."""
+  hashed = [features.CategoricalFeature(f"H{i}", 1000, 4) for i in range(5)]
+  schema = features.FeatureSchema(
+      dense=("I1", "I2"),
+      categorical=(hashed[0], features.CategoricalFeature("S", 77, 4),
+                   features.CategoricalFeature("V", 3, 4, ("v1", "v3")),
+                   *hashed[1:]))
+  rng = np.random.default_rng(0)
+  lines = []
+  for k in range(300):
+    ints = ["", str(k), str(-k), "7" * 25, "0"]
+    cats = ["", f"{k:08x}", f"v{k % 5}", "a b+c", "x" * 30]
+    lines.append("\t".join([str(k % 2), *rng.choice(ints, 2),
+                            *rng.choice(cats, 7)]))
+  lines[10] = "2" + lines[10][1:]  # a bad label, skipped and counted
+  path = _write(str(tmp_path / "mixed.tsv"), lines)
+  counter = data_lib.BadRowCounter()
+  got = criteo.make_dataset([path], schema, 64, training=False, shuffle=False,
+                            on_bad_row="skip", bad_rows=counter)
+  got = list(got.unbatch().as_numpy_iterator())
+  assert counter.total == 1 and len(got) == 299
+  want = []
+  for raw in criteo.raw_dataset([path], schema, on_bad_row="skip"):
+    inputs = features.raw_to_model_inputs(raw, schema)
+    for i in range(int(raw["label"].shape[0])):
+      want.append((inputs[features.DENSE_KEY][i].numpy(),
+                   {n: int(v[i]) for n, v in
+                    inputs[features.SPARSE_KEY].items()},
+                   float(raw["label"][i])))
+  for (feats, label), (dense, sparse, want_label) in zip(got, want):
+    assert label == want_label
+    np.testing.assert_array_equal(feats[features.DENSE_KEY], dense)
+    assert {n: int(v) for n, v in feats[features.SPARSE_KEY].items()} == sparse
+  assert len({int(f[features.SPARSE_KEY]["S"]) for f, _ in got}) > 1
