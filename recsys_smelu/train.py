@@ -161,14 +161,19 @@ def _is_chief(strategy: tf.distribute.Strategy) -> bool:
 class _TrainingMonitor(tf.keras.callbacks.Callback):
   """Checkpoints, NaN guard, examples/s, learning rate, progress and logs.
 
-  Keras reports batch ends once per ``steps_per_execution`` steps; the step
-  counter is the optimizer's ``iterations``.
+  Keras reports batch ends once per ``steps_per_execution`` steps. The
+  monitor takes Keras' logs as tensors (``_supports_tf_logs``) and reads only
+  the loss on every report (for the NaN guard); the other metrics are read
+  only when a line is logged, so a step costs one host sync, not one per
+  metric. The step is the optimizer's ``iterations``, read once per epoch and
+  advanced by Keras' batch index in between.
   """
 
   def __init__(self, manager: tf.train.CheckpointManager, total_steps: int,
                global_batch_size: int, log_every: int, writer, interactive: bool,
                bad_rows=None):
     super().__init__()
+    self._supports_tf_logs = True
     self._bad_rows = bad_rows
     self._manager = manager
     self._total = total_steps
@@ -178,6 +183,7 @@ class _TrainingMonitor(tf.keras.callbacks.Callback):
     self._interactive = interactive
     self._last_logged_step = None
     self._last_time = None
+    self._epoch_start_step = 0
     self._bar = None
     self.non_finite_step: Optional[int] = None
     self.examples_per_second: list[float] = []
@@ -193,9 +199,13 @@ class _TrainingMonitor(tf.keras.callbacks.Callback):
       self._bar = tqdm(total=self._total, initial=step, unit="step",
                        dynamic_ncols=True, file=sys.stderr)
 
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_start_step = self._step()
+
   def on_train_batch_end(self, batch, logs=None):
     logs = logs or {}
-    step = self._step()
+    # ``batch`` is the index in the epoch of the last step run.
+    step = self._epoch_start_step + batch + 1
     loss = float(logs.get("loss", 0.0))
     if not math.isfinite(loss):
       self.non_finite_step = step
@@ -211,18 +221,20 @@ class _TrainingMonitor(tf.keras.callbacks.Callback):
           now - self._last_time, 1e-9)
       self.examples_per_second.append(rate)
       lr = _current_learning_rate(self.model.optimizer)
+      values = {name: float(logs[name]) for name in
+                ("auc", "log_loss", "mean_prediction", "mean_label")
+                if name in logs}
       if self._bar is not None:
         self._bar.set_postfix(loss=f"{loss:.4f}", ex_per_s=f"{rate:,.0f}")
       else:
         logging.info("step %d/%d  loss %.5f  auc %.4f  lr %.3g  %.0f examples/s",
-                     step, self._total, loss, float(logs.get("auc", float("nan"))),
+                     step, self._total, loss, values.get("auc", float("nan")),
                      lr, rate)
       if self._writer is not None:
         with self._writer.as_default(step=step):
           tf.summary.scalar("train/loss", loss)
-          for name in ("auc", "log_loss", "mean_prediction", "mean_label"):
-            if name in logs:
-              tf.summary.scalar(f"train/{name}", float(logs[name]))
+          for name, value in values.items():
+            tf.summary.scalar(f"train/{name}", value)
           tf.summary.scalar("train/learning_rate", lr)
           tf.summary.scalar("train/examples_per_second", rate)
       self._last_logged_step, self._last_time = step, now
