@@ -35,7 +35,8 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   c.data = ml_collections.ConfigDict()
-  # 'tsv' (Criteo text, plain or .gz), 'tfrecord' (tf.Example) or 'movielens'.
+  # 'tsv' (Criteo text, plain or .gz), 'tfrecord' (tf.Example), 'packed'
+  # (parsed rows, recsys-smelu-convert --format=packed) or 'movielens'.
   c.data.format = "tsv"
   c.data.train_files = _UNSET  # file pattern(s), comma separated; gs:// ok
   c.data.eval_files = _UNSET
@@ -166,7 +167,7 @@ def override(config: ml_collections.ConfigDict,
 
 
 _CHOICES = {
-    "data.format": ("tsv", "tfrecord", "movielens"),
+    "data.format": ("tsv", "tfrecord", "packed", "movielens"),
     "data.on_bad_row": ("error", "skip"),
     "model.interaction": ("dot", "cross", "concat"),
     "model.cross_mode": ("stacked", "parallel"),

@@ -4,11 +4,15 @@ Prints ONE JSON object:
 
   {"shape": {...}, "device": "...", "settings": {...},
    "ours": {"relu": {"examples_per_s": .., "runs": [..]}, "smelu": {..},
-            "relu_xla": {..}, "smelu_xla": {..}},
+            "relu_xla": {..}, "smelu_xla": {..}, "relu_packed": {..},
+            "smelu_packed": {..}},
    "model_garden": {"examples_per_s": .., "runs": [..]}   # or {"error": ".."}
-   "ratios": {"ours_relu_vs_model_garden": .., "ours_best_vs_model_garden": ..,
-              "smelu_vs_relu": .., "smelu_xla_vs_relu_xla": ..,
-              "relu_xla_vs_relu": .., "per_repeat": {..}},  # ratios of medians
+   "ratios": {"ours_relu_vs_model_garden": ..,
+              "ours_relu_packed_vs_model_garden": ..,
+              "ours_best_vs_model_garden": .., "smelu_vs_relu": ..,
+              "smelu_xla_vs_relu_xla": .., "smelu_packed_vs_relu_packed": ..,
+              "relu_xla_vs_relu": .., "relu_packed_vs_relu": ..,
+              "per_repeat": {..}},  # ratios of medians
    "targets": {...}}
 
 The model (both sides): 13 dense + 26 categorical features, 26 tables of
@@ -30,6 +34,10 @@ empty = missing), in 8 files.
   reader shard) and read by ``official.recommendation.ranking.train
   --experiment=dlrm_criteo`` with ``--params_override``. Its reader therefore
   does strictly less work per row than ours.
+* Ours on pre-processed input too (variants ``*_packed``): the same rows
+  converted once by ``recsys-smelu-convert --format=packed`` (8 files) and
+  read with ``data.format='packed'`` (no parsing or hashing per step), the
+  like-for-like comparison with Model Garden's pre-processed input.
 
 Optimizers on both sides: embeddings ``--embedding_optimizer`` (default
 Adagrad, our config's default; Model Garden's dlrm_criteo defaults to SGD,
@@ -55,7 +63,8 @@ reported.
 
 Run: python scripts/bench_train.py [--steps 300] [--warmup_steps 100]
      [--rows 300000] [--repeats 1] [--steps_per_execution 1]
-     [--skip_model_garden] [--variants relu,smelu,relu_xla,smelu_xla]
+     [--skip_model_garden]
+     [--variants relu,smelu,relu_xla,smelu_xla,relu_packed,smelu_packed]
 About 2-3 minutes with the defaults on a 2-core CPU (x repeats).
 """
 
@@ -103,12 +112,16 @@ TOP_MLP = [256, 128, 1]
 BATCH_SIZE = 1024
 NUM_FILES = 8  # Model Garden's reader: num_shards_per_host = 8
 
-# Our variants: activation spec and jit_compile.
+# Our variants: activation spec, jit_compile, input format ("tsv": the raw
+# files; "packed": the same rows converted once by recsys-smelu-convert
+# --format=packed, i.e. pre-processed like Model Garden's input).
 VARIANTS = {
-    "relu": ("relu", False),
-    "smelu": ("smelu", False),
-    "relu_xla": ("relu", True),
-    "smelu_xla": ("smelu", True),
+    "relu": ("relu", False, "tsv"),
+    "smelu": ("smelu", False, "tsv"),
+    "relu_xla": ("relu", True, "tsv"),
+    "smelu_xla": ("smelu", True, "tsv"),
+    "relu_packed": ("relu", False, "packed"),
+    "smelu_packed": ("smelu", False, "packed"),
 }
 RESULT_MARKER = "BENCH_TRAIN_RESULT "
 TIME_HISTORY_RE = re.compile(
@@ -159,13 +172,19 @@ def _device() -> str:
 # Workers (run in subprocesses: one TensorFlow process per measured run)
 
 
-def _ours_config(data_dir: str, activation: str, jit: bool, args):
+def _ours_config(data_dir: str, activation: str, jit: bool, args,
+                 input_format: str = "tsv"):
   from recsys_smelu import config as config_lib  # pylint: disable=g-import-not-at-top
   total = args.warmup_steps + args.steps
+  if input_format == "packed":
+    files = {"data.train_files": os.path.join(args.packed_dir, "*.packed"),
+             "data.eval_files": os.path.join(args.packed_dir, "*.packed")}
+  else:
+    files = {"data.train_files": os.path.join(data_dir, "train-*.tsv"),
+             "data.eval_files": os.path.join(data_dir, "eval-*.tsv")}
   return config_lib.override(config_lib.default_config(), {
-      "data.format": "tsv",
-      "data.train_files": os.path.join(data_dir, "train-*.tsv"),
-      "data.eval_files": os.path.join(data_dir, "eval-*.tsv"),
+      "data.format": input_format,
+      **files,
       "data.num_dense": NUM_DENSE,
       "data.num_categorical": NUM_CATEGORICAL,
       "data.num_buckets": NUM_BUCKETS,
@@ -207,8 +226,8 @@ def _read_rate_summaries(summary_dir: str) -> list[tuple[int, float]]:
 def _worker_ours(args) -> dict[str, Any]:
   import recsys_smelu  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from recsys_smelu import train as train_lib  # pylint: disable=g-import-not-at-top
-  activation, jit = VARIANTS[args.variant]
-  config = _ours_config(args.data_dir, activation, jit, args)
+  activation, jit, input_format = VARIANTS[args.variant]
+  config = _ours_config(args.data_dir, activation, jit, args, input_format)
   model_dir = tempfile.mkdtemp(prefix=f"bench_ours_{args.variant}_",
                                dir=args.work_dir)
   started = time.perf_counter()
@@ -301,7 +320,8 @@ def _worker_command(args, worker: str, **extra) -> list[str]:
              f"--log_every={args.log_every}",
              f"--steps_per_execution={args.steps_per_execution}",
              f"--shuffle_buffer={args.shuffle_buffer}",
-             f"--embedding_optimizer={args.embedding_optimizer}"]
+             f"--embedding_optimizer={args.embedding_optimizer}",
+             f"--packed_dir={args.packed_dir}"]
   command += [f"--{k}={v}" for k, v in extra.items()]
   return command
 
@@ -321,6 +341,20 @@ def _generate_data(args, log) -> None:
               _env(), timeout=1800)
   if proc.returncode:
     raise RuntimeError(f"data generation failed:\n{_tail(proc.stderr)}")
+
+
+def _convert_packed(args, log) -> None:
+  """Our pre-processed input: the training rows as packed files, 8 files."""
+  log(f"converting the rows to packed files in {args.packed_dir}")
+  proc = _run([sys.executable, "-m", "recsys_smelu.data.convert",
+               "--format=packed", f"--num_buckets={NUM_BUCKETS}",
+               f"--num_dense={NUM_DENSE}", f"--num_categorical={NUM_CATEGORICAL}",
+               f"--input={os.path.join(args.data_dir, 'train-*.tsv')}",
+               f"--output_dir={args.packed_dir}",
+               f"--records_per_file={-(-args.rows // NUM_FILES)}"],
+              _env(), timeout=1800)
+  if proc.returncode:
+    raise RuntimeError(f"packed conversion failed:\n{_tail(proc.stderr)}")
 
 
 def ensure_model_garden(target: str, log) -> str:
@@ -449,9 +483,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   own_work_dir = not args.work_dir
   args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_train_")
   args.data_dir = args.data_dir or os.path.join(args.work_dir, "criteo")
+  args.packed_dir = os.path.join(args.work_dir, "packed")
   started = time.perf_counter()
   try:
     _generate_data(args, log)
+    if any(VARIANTS[v][2] == "packed" for v in variants):
+      _convert_packed(args, log)
     mg_state: dict[str, Any] = {}
     if not args.skip_model_garden:
       try:
@@ -514,12 +551,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                     key=lambda n: ours_rates[n], default=None)
     ratios = {
         "ours_relu_vs_model_garden": _ratio(ours_rates["relu"], mg_rate),
+        "ours_relu_packed_vs_model_garden": _ratio(ours_rates["relu_packed"],
+                                                   mg_rate),
         "ours_best_vs_model_garden": _ratio(ours_rates.get(best_name), mg_rate),
         "ours_best_variant": best_name,
         "smelu_vs_relu": _ratio(ours_rates["smelu"], ours_rates["relu"]),
         "smelu_xla_vs_relu_xla": _ratio(ours_rates["smelu_xla"],
                                         ours_rates["relu_xla"]),
+        "smelu_packed_vs_relu_packed": _ratio(ours_rates["smelu_packed"],
+                                              ours_rates["relu_packed"]),
         "relu_xla_vs_relu": _ratio(ours_rates["relu_xla"], ours_rates["relu"]),
+        "relu_packed_vs_relu": _ratio(ours_rates["relu_packed"],
+                                      ours_rates["relu"]),
     }
     # Per-repeat ratios pair runs made close in time (same round).
     def per_repeat(a: str, b: str) -> list[float]:
@@ -533,6 +576,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
           "ours_relu_vs_model_garden": per_repeat("relu", "model_garden"),
           "smelu_vs_relu": per_repeat("smelu", "relu"),
           "smelu_xla_vs_relu_xla": per_repeat("smelu_xla", "relu_xla"),
+          "ours_relu_packed_vs_model_garden": per_repeat("relu_packed",
+                                                         "model_garden"),
+          "smelu_packed_vs_relu_packed": per_repeat("smelu_packed",
+                                                    "relu_packed"),
       }
     report = {
         "shape": {"dense": NUM_DENSE, "categorical": NUM_CATEGORICAL,
@@ -551,7 +598,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             "embedding_optimizer": args.embedding_optimizer,
             "dense_optimizer": "adam",
             "ours_shuffle_buffer": args.shuffle_buffer,
-            "ours_input": "raw Criteo TSV: validate, log1p, hash hex strings",
+            "ours_input": "raw Criteo TSV: validate, log1p, hash hex strings "
+                          "(*_packed: the same rows converted once with "
+                          "recsys-smelu-convert --format=packed)",
             "model_garden_input": "same rows pre-processed (floats + ids), "
                                   "CriteoTsvReader, no shuffle",
             "model_garden_packages": list(MODEL_GARDEN_PACKAGES),
@@ -564,9 +613,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             "ours_relu_vs_model_garden_met": (
                 ratios["ours_relu_vs_model_garden"] >= 1.5
                 if ratios["ours_relu_vs_model_garden"] else None),
+            "ours_relu_packed_vs_model_garden_met": (
+                ratios["ours_relu_packed_vs_model_garden"] >= 1.5
+                if ratios["ours_relu_packed_vs_model_garden"] else None),
             "smelu_vs_relu_min": 0.95,
             "smelu_vs_relu_met": (ratios["smelu_vs_relu"] >= 0.95
                                   if ratios["smelu_vs_relu"] else None),
+            "smelu_packed_vs_relu_packed_met": (
+                ratios["smelu_packed_vs_relu_packed"] >= 0.95
+                if ratios["smelu_packed_vs_relu_packed"] else None),
         },
         "total_wall_s": round(time.perf_counter() - started, 1),
     }
@@ -618,6 +673,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                  help=argparse.SUPPRESS)
   p.add_argument("--variant", default="relu", help=argparse.SUPPRESS)
   p.add_argument("--output_dir", default="", help=argparse.SUPPRESS)
+  p.add_argument("--packed_dir", default="", help=argparse.SUPPRESS)
   return p.parse_args(argv)
 
 

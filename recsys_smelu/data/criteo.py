@@ -25,6 +25,8 @@ message names ``file:line``, the reason and the row, truncated) or are dropped
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from typing import Optional, Sequence
 
@@ -37,6 +39,7 @@ BLOCK_BYTES = 1 << 20  # plain text is read in blocks of this size
 MAX_CONTENT_CHARS = 200  # a bad row is quoted up to this many characters
 READ_BUFFER_BYTES = 8 << 20
 BAD_ROW_REASONS = ("column_count", "integer_field", "label")
+FILE_FORMATS = ("tsv", "tfrecord", "packed")
 _ROW_SEED_OFFSET = 7919  # row shuffle seed = seed + this (files use seed)
 # An integer field: optional minus and 1-38 digits (float32 holds < 3.4e38;
 # longer is reported as a bad row rather than parsed to inf).
@@ -491,10 +494,128 @@ def _plain_text_chunks(filename, size):
   return pieces.scan(initial, split_lines)
 
 
-def _read_chunks(file_format: str):
+# ---------------------------------------------------------------------------
+# Packed files: rows already parsed, validated, transformed and hashed.
+# ---------------------------------------------------------------------------
+
+PACKED_SCHEMA_FILE = "packed_schema.json"
+PACKED_FORMAT_NAME = "recsys_smelu.packed"
+PACKED_FORMAT_VERSION = 1
+
+
+def packed_width(schema: features_lib.FeatureSchema) -> int:
+  """int32 values per packed row: label, dense, one id per categorical."""
+  return 1 + schema.num_dense + len(schema.categorical)
+
+
+def packed_schema_description(schema: features_lib.FeatureSchema) -> dict:
+  """What ``PACKED_SCHEMA_FILE`` records: the layout and everything the ids
+  depend on (feature names, bucket counts, vocabulary sizes)."""
+  return {
+      "format": PACKED_FORMAT_NAME,
+      "version": PACKED_FORMAT_VERSION,
+      "row": "int32 little-endian: label (float32 bits), dense (float32 bits "
+             "of log(1 + max(x, 0))), categorical bucket ids",
+      "label": schema.label,
+      "dense": list(schema.dense),
+      "categorical": [{"name": f.name, "num_buckets": f.num_buckets,
+                       "vocabulary_size": (None if f.vocabulary is None
+                                           else len(f.vocabulary))}
+                      for f in schema.categorical],
+  }
+
+
+def check_packed_files(files: Sequence[str],
+                       schema: features_lib.FeatureSchema) -> None:
+  """Raises DataError unless every packed file fits ``schema``.
+
+  Each file's directory must hold ``PACKED_SCHEMA_FILE`` equal to
+  ``packed_schema_description(schema)`` (the ids were hashed for exactly
+  these features and bucket counts), and each file's size must be a whole
+  number of rows.
+  """
+  want = packed_schema_description(schema)
+  checked = set()
+  for path in files:
+    directory = os.path.dirname(path)
+    if directory not in checked:
+      checked.add(directory)
+      schema_path = os.path.join(directory, PACKED_SCHEMA_FILE)
+      if not tf.io.gfile.exists(schema_path):
+        raise DataError(
+            f"{path}: not a packed file ({schema_path} is missing); write "
+            "packed files with recsys-smelu-convert --format=packed")
+      with tf.io.gfile.GFile(schema_path) as f:
+        try:
+          have = json.load(f)
+        except ValueError as e:
+          raise DataError(f"{schema_path}: not valid JSON ({e})") from None
+      _compare_packed_schema(schema_path, have, want)
+    size = tf.io.gfile.stat(path).length
+    row_bytes = 4 * packed_width(schema)
+    if size % row_bytes:
+      raise DataError(f"{path}: {size} bytes is not a whole number of "
+                      f"{row_bytes}-byte rows (truncated or not a packed file)")
+
+
+def _compare_packed_schema(schema_path: str, have: dict, want: dict) -> None:
+  if have.get("format") != want["format"] or have.get("version") != want[
+      "version"]:
+    raise DataError(f"{schema_path}: format {have.get('format')!r} version "
+                    f"{have.get('version')!r}, expected {want['format']!r} "
+                    f"version {want['version']}")
+  if have.get("dense") != want["dense"]:
+    raise DataError(
+        f"{schema_path}: the files have {len(have.get('dense') or [])} dense "
+        f"features, the config {len(want['dense'])} (config key "
+        "'data.num_dense')")
+  have_cat, want_cat = have.get("categorical") or [], want["categorical"]
+  if [c.get("name") for c in have_cat] != [c["name"] for c in want_cat]:
+    raise DataError(
+        f"{schema_path}: the files have {len(have_cat)} categorical "
+        f"features, the config {len(want_cat)} (config key "
+        "'data.num_categorical')")
+  for h, w in zip(have_cat, want_cat):
+    if h != w:
+      raise DataError(
+          f"{schema_path}: feature {w['name']} was hashed into "
+          f"{h.get('num_buckets')} buckets, the config has {w['num_buckets']} "
+          "(config key 'data.num_buckets'); convert the files again")
+  if have.get("label") != want["label"]:
+    raise DataError(f"{schema_path}: label {have.get('label')!r}, expected "
+                    f"{want['label']!r}")
+
+
+def write_packed_schema(output_dir: str,
+                        schema: features_lib.FeatureSchema) -> str:
+  path = os.path.join(output_dir, PACKED_SCHEMA_FILE)
+  with tf.io.gfile.GFile(path, "w") as f:
+    json.dump(packed_schema_description(schema), f, indent=1)
+  return path
+
+
+def _packed_file_chunks(filename, size, width: int):
+  """(first row number, rows [n, width] int32) of a packed file, in blocks of
+  ``CHUNK_ROWS`` rows (the last one shorter)."""
+  block_bytes = 4 * width * CHUNK_ROWS
+  tail = size % block_bytes
+  blocks = tf.data.FixedLengthRecordDataset(
+      filename, block_bytes, footer_bytes=tail, buffer_size=block_bytes)
+  last_block = tf.data.FixedLengthRecordDataset(
+      filename, tf.maximum(tail, 1), header_bytes=size - tail)
+  rows = blocks.concatenate(last_block).map(
+      lambda block: tf.reshape(tf.io.decode_raw(block, tf.int32), [-1, width]))
+  return tf.data.Dataset.zip((tf.data.Dataset.range(1, 2**62, CHUNK_ROWS),
+                              rows))
+
+
+def _read_chunks(file_format: str, width: int = 0):
   """(filename, size) -> dataset of (filename, first line/record, chunk)."""
 
   def read(filename, size):
+    if file_format == "packed":
+      return _packed_file_chunks(filename, size, width).map(
+          lambda first, chunk: (filename, first, chunk))
     is_gzip = tf.strings.regex_full_match(filename, r".*\.gz")
     compression = tf.where(is_gzip, "GZIP", "")
     if file_format == "tsv":
@@ -569,7 +690,7 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
                  bad_rows: Optional[BadRowCounter] = None,
                  num_shards: int = 1, shard_index: int = 0,
                  drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
-  """Batches ``(features, label)`` from Criteo TSV or TFRecord ``files``.
+  """Batches ``(features, label)`` from Criteo TSV, TFRecord or packed files.
 
   * ``training``: files interleaved ``cycle_length`` at a time (chunk by
     chunk); else read one after the other, so rows come in exact file order.
@@ -584,9 +705,9 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
   * ``drop_remainder`` defaults to ``training`` (static batch shape for
     training; every eval row is kept).
   """
-  if file_format not in ("tsv", "tfrecord"):
-    raise DataError(f"file_format must be 'tsv' or 'tfrecord', got "
-                    f"{file_format!r}")
+  if file_format not in FILE_FORMATS:
+    raise DataError(f"file_format must be one of {', '.join(FILE_FORMATS)}, "
+                    f"got {file_format!r}")
   if shuffle and not training:
     raise DataError("evaluation data is never shuffled (shuffle=True with "
                     "training=False)")
@@ -596,6 +717,8 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
     raise DataError(f"batch_size must be > 0, got {batch_size}")
   checker = _ChunkChecker(on_bad_row, bad_rows)
   files = list(files)
+  if file_format == "packed":
+    check_packed_files(files, schema)
   line_shards = None
   if num_shards > 1:
     if len(files) >= num_shards:
@@ -606,24 +729,10 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
     drop_remainder = training
   row_seed = None if seed is None else seed + _ROW_SEED_OFFSET
 
-  sizes = [_file_size(path, file_format) for path in files]
-  dataset = tf.data.Dataset.from_tensor_slices(
-      (tf.constant(files, tf.string), tf.constant(sizes, tf.int64)))
-  if shuffle and len(files) > 1:
-    dataset = dataset.shuffle(len(files), seed=seed,
-                              reshuffle_each_iteration=True)
   parallel_files = min(cycle_length, len(files)) if training else 1
-  dataset = dataset.interleave(
-      _read_chunks(file_format), cycle_length=parallel_files, block_length=1,
-      **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
-         if parallel_files > 1 else {}))
-  if file_format == "tsv":
-    parse = _tsv_packed_fn(schema, checker, line_shards)
-  else:
-    parse = _packed_fn(_raw_fn(file_format, schema, checker, line_shards),
-                       schema)
-  dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True)
+  dataset = _chunks(files, schema, file_format, checker, line_shards,
+                    shuffle_files=shuffle, seed=seed,
+                    parallel_files=parallel_files)
   if shuffle and shuffle_buffer > 0:
     dataset = shuffle_chunks(dataset, shuffle_buffer, row_seed)
   if repeat:
@@ -632,6 +741,51 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
   dataset = dataset.map(lambda packed: _unpack(packed, schema),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return finish_pipeline(dataset, sharded=num_shards > 1)
+
+
+def _chunks(files: Sequence[str], schema: features_lib.FeatureSchema,
+            file_format: str, checker: _ChunkChecker, line_shards, *,
+            shuffle_files: bool, seed: Optional[int],
+            parallel_files: int) -> tf.data.Dataset:
+  """Packed rows [n, packed_width] of ``files``, one chunk at a time."""
+  sizes = [_file_size(path, file_format) for path in files]
+  dataset = tf.data.Dataset.from_tensor_slices(
+      (tf.constant(files, tf.string), tf.constant(sizes, tf.int64)))
+  if shuffle_files and len(files) > 1:
+    dataset = dataset.shuffle(len(files), seed=seed,
+                              reshuffle_each_iteration=True)
+  dataset = dataset.interleave(
+      _read_chunks(file_format, packed_width(schema)),
+      cycle_length=parallel_files, block_length=1,
+      **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
+         if parallel_files > 1 else {}))
+  if file_format == "tsv":
+    parse = _tsv_packed_fn(schema, checker, line_shards)
+  elif file_format == "tfrecord":
+    parse = _packed_fn(_raw_fn(file_format, schema, checker, line_shards),
+                       schema)
+  else:  # packed: already parsed; only the line shard is selected.
+    def parse(filename, first, chunk):
+      del filename  # unused
+      if line_shards is None:
+        return chunk
+      n = tf.shape(chunk, out_type=tf.int64)[0]
+      return tf.boolean_mask(chunk, _shard_mask(first + tf.range(n),
+                                                line_shards))
+  return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=True)
+
+
+def packed_chunks(files: Sequence[str], schema: features_lib.FeatureSchema, *,
+                  file_format: str = "tsv", on_bad_row: str = "error",
+                  bad_rows: Optional[BadRowCounter] = None) -> tf.data.Dataset:
+  """Packed rows int32 [n, packed_width(schema)] of ``files`` in file and line
+  order: what the training pipeline shuffles and batches (for writing packed
+  files, ``recsys_smelu.data.convert``)."""
+  return _chunks(list(files), schema, file_format,
+                 _ChunkChecker(on_bad_row, bad_rows), None,
+                 shuffle_files=False, seed=None,
+                 parallel_files=1).prefetch(tf.data.AUTOTUNE)
 
 
 def finish_pipeline(dataset: tf.data.Dataset, sharded: bool) -> tf.data.Dataset:
@@ -672,7 +826,7 @@ def raw_dataset(files: Sequence[str], schema: features_lib.FeatureSchema, *,
 
 
 def _file_size(path: str, file_format: str) -> int:
-  """Byte size for the plain-text block reader; -1 where it is not used."""
-  if file_format != "tsv" or path.endswith(".gz"):
+  """Byte size for the block readers (plain text, packed); else -1."""
+  if file_format == "tfrecord" or path.endswith(".gz"):
     return -1
   return tf.io.gfile.stat(path).length

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -128,3 +129,131 @@ def test_command_line(tmp_path):
       capture_output=True, text=True, timeout=300)
   assert missing.returncode != 0
   assert "none*.tsv" in missing.stderr and "matches no file" in missing.stderr
+
+
+# ---------------------------------------------------------------------------
+# Packed files (data.format='packed').
+
+PACKED_SCHEMA = features.criteo_schema(num_buckets=1000, embedding_dim=4,
+                                       num_dense=2, num_categorical=3)
+
+
+def _tsv_rows(n):
+  return ["\t".join([str(k % 2), str(k), "" if k % 3 else str(-k),
+                     f"{k:08x}", "", f"v{k % 7}"]) for k in range(n)]
+
+
+def _write_lines(path, lines):
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return path
+
+
+def _batches(dataset):
+  return [(f[features.DENSE_KEY].numpy(),
+           {n: v.numpy() for n, v in f[features.SPARSE_KEY].items()},
+           y.numpy()) for f, y in dataset]
+
+
+def _assert_same_batches(got, want):
+  assert len(got) == len(want)
+  for (d1, s1, y1), (d2, s2, y2) in zip(got, want):
+    np.testing.assert_array_equal(d1, d2)
+    np.testing.assert_array_equal(y1, y2)
+    for name in s2:
+      np.testing.assert_array_equal(s1[name], s2[name])
+
+
+def test_packed_files_give_the_tsv_pipelines_batches(tmp_path):
+  """Rows spanning several packed files and a partial last block: eval
+  batches equal the TSV pipeline's, and line sharding splits them alike."""
+  lines = _tsv_rows(criteo.CHUNK_ROWS + 500)
+  lines[7] = "x" + lines[7]  # a bad row, skipped at conversion
+  tsv = _write_lines(str(tmp_path / "a.tsv"), lines)
+  out = str(tmp_path / "packed")
+  summary = convert.convert_packed(tsv, out, schema=PACKED_SCHEMA,
+                                   records_per_file=3000, on_bad_row="skip")
+  assert summary["records"] == len(lines) - 1
+  assert summary["skipped_bad_rows"]["label"] == 1
+  assert [os.path.basename(p) for p in summary["outputs"]] == [
+      "part-00000.packed", "part-00001.packed"]
+  width = criteo.packed_width(PACKED_SCHEMA)
+  assert os.path.getsize(summary["outputs"][0]) == 3000 * width * 4
+  packed = sorted(tf.io.gfile.glob(os.path.join(out, "*.packed")))
+  eval_mode = dict(training=False, shuffle=False)
+  want = _batches(criteo.make_dataset([tsv], PACKED_SCHEMA, 256,
+                                      on_bad_row="skip", **eval_mode))
+  _assert_same_batches(_batches(criteo.make_dataset(
+      packed, PACKED_SCHEMA, 256, file_format="packed", **eval_mode)), want)
+  # Fewer files than shards: row r of each file goes to shard (r - 1) % 3.
+  shard = _batches(criteo.make_dataset(
+      packed, PACKED_SCHEMA, 256, file_format="packed", num_shards=3,
+      shard_index=1, **eval_mode))
+  rows = np.concatenate([b[0] for b in want])
+  np.testing.assert_array_equal(np.concatenate([b[0] for b in shard]),
+                                np.concatenate([rows[:3000][1::3],
+                                                rows[3000:][1::3]]))
+
+
+def test_packed_training_is_seeded_and_reads_everything(tmp_path):
+  tsv = _write_lines(str(tmp_path / "a.tsv"), _tsv_rows(1000))
+  out = str(tmp_path / "packed")
+  convert.convert_packed(tsv, out, schema=PACKED_SCHEMA, records_per_file=300)
+  packed = sorted(tf.io.gfile.glob(os.path.join(out, "*.packed")))
+
+  def epoch(seed):
+    return _batches(criteo.make_dataset(
+        packed, PACKED_SCHEMA, 100, file_format="packed", training=True,
+        shuffle=True, seed=seed, shuffle_buffer=200))
+
+  first, again, other = epoch(3), epoch(3), epoch(4)
+  _assert_same_batches(first, again)
+  assert not np.array_equal(first[0][2], other[0][2]) or not np.array_equal(
+      first[0][0], other[0][0])
+  dense = np.concatenate([b[0] for b in first])
+  want = np.concatenate([b[0] for b in _batches(criteo.make_dataset(
+      [tsv], PACKED_SCHEMA, 100, training=False, shuffle=False))])
+  assert sorted(map(tuple, dense.tolist())) == sorted(map(tuple, want.tolist()))
+
+
+def test_packed_files_for_another_schema_or_truncated_are_refused(tmp_path):
+  tsv = _write_lines(str(tmp_path / "a.tsv"), _tsv_rows(50))
+  out = str(tmp_path / "packed")
+  convert.convert_packed(tsv, out, schema=PACKED_SCHEMA)
+  path = os.path.join(out, "part-00000.packed")
+  other = features.criteo_schema(num_buckets=999, embedding_dim=4,
+                                 num_dense=2, num_categorical=3)
+  with pytest.raises(criteo.DataError,
+                     match=r"C1 was hashed into 1000 buckets, the config has "
+                           r"999 \(config key 'data.num_buckets'\)"):
+    criteo.make_dataset([path], other, 8, file_format="packed")
+  fewer = features.criteo_schema(num_buckets=1000, embedding_dim=4,
+                                 num_dense=1, num_categorical=3)
+  with pytest.raises(criteo.DataError, match="'data.num_dense'"):
+    criteo.make_dataset([path], fewer, 8, file_format="packed")
+  with open(path, "ab") as f:
+    f.write(b"\0\0")
+  with pytest.raises(criteo.DataError,
+                     match=r"part-00000\.packed: 1202 bytes is not a whole "
+                           r"number of 24-byte rows"):
+    criteo.make_dataset([path], PACKED_SCHEMA, 8, file_format="packed")
+  lonely = _write_lines(str(tmp_path / "lonely.packed"), ["x"])
+  with pytest.raises(criteo.DataError, match="packed_schema.json is missing"):
+    criteo.make_dataset([lonely], PACKED_SCHEMA, 8, file_format="packed")
+
+
+def test_cli_writes_packed_files(tmp_path):
+  tsv = _write_lines(str(tmp_path / "a.tsv"), _tsv_rows(20))
+  out = str(tmp_path / "packed")
+  convert._main([f"--input={tsv}", f"--output_dir={out}", "--format=packed",
+                 "--num_buckets=1000", "--num_dense=2",
+                 "--num_categorical=3"])
+  with open(os.path.join(out, criteo.PACKED_SCHEMA_FILE)) as f:
+    description = json.load(f)
+  assert description == criteo.packed_schema_description(PACKED_SCHEMA)
+  got = _batches(criteo.make_dataset([os.path.join(out, "part-00000.packed")],
+                                     PACKED_SCHEMA, 8, file_format="packed",
+                                     training=False, shuffle=False))
+  want = _batches(criteo.make_dataset([tsv], PACKED_SCHEMA, 8,
+                                      training=False, shuffle=False))
+  _assert_same_batches(got, want)
