@@ -1,4 +1,4 @@
-"""Input data: feature schema, Criteo TSV/TFRecord pipelines, synthetic data, MovieLens.
+"""Input data: feature schema, Criteo TSV/TFRecord/packed pipelines, synthetic data, MovieLens.
 
 Every dataset this package yields has elements ``(features, label)``:
 
@@ -17,6 +17,10 @@ through this package:
 * ``raw_to_model_inputs(raw, schema)`` / ``tf_example_feature_spec(schema)``:
   the one raw -> model transformation, shared with the serving signature;
 * ``BadRowCounter``: rows skipped under ``data.on_bad_row='skip'``.
+
+Criteo-format rows come as TSV (``data.format='tsv'``), TFRecord of raw
+values (``'tfrecord'``) or packed parsed rows (``'packed'``, written by
+``recsys-smelu-convert --format=packed``); see ``recsys_smelu.data.criteo``.
 
 MovieLens (``data.format='movielens'``): 7 categorical features with
 vocabularies and 19 dense genre flags, see ``recsys_smelu.data.movielens``.

@@ -1,4 +1,4 @@
-"""Criteo Display Advertising input pipeline: TSV (plain or gzip) and TFRecord.
+"""Criteo Display Advertising input pipeline: TSV (plain or gzip), TFRecord, packed.
 
 Row format (TSV): ``label \\t I1..I<num_dense> \\t C1..C<num_categorical>``;
 label is ``0`` or ``1``, integer fields are empty (missing) or a decimal
@@ -7,14 +7,22 @@ integer (``-?[0-9]+``), categorical fields are any string without a tab
 records with the raw values (``features.tf_example_feature_spec``), written by
 ``python -m recsys_smelu.data.convert``.
 
+Packed files (``--format=packed`` of ``recsys_smelu.data.convert``) hold the
+rows after all of that: int32 little-endian rows as ``_pack`` lays them out,
+with ``packed_schema.json`` (``packed_schema_description``) beside them.
+
 How the pipeline is fast (see ``make_dataset``): files are read in parallel by
 a deterministic ``interleave``; each file's lines are batched into chunks of
-``CHUNK_ROWS`` *before* any parsing, and a chunk is split, validated and
-transformed (``raw_to_model_inputs``) by whole-tensor ops in a parallel
-``map``. Each valid row is packed into one int32 vector (label, dense and
-bucket ids bit-cast together), so a chunk is one [rows, width] tensor; the
-shuffle buffer works on whole chunks (``shuffle_chunks``) and ``rebatch``
-cuts them into batches, with no per-row tf.data work after the reader.
+``CHUNK_ROWS`` *before* any parsing, and a chunk is validated (one RE2 pass
+per line) and transformed by whole-tensor ops in a parallel ``map`` (for
+training, ``_tsv_packed_fn``: only the numeric columns are decoded, the
+categorical fields come from one split and are hashed together; equal to
+``raw_to_model_inputs`` of the decoded raw row, which a test checks). Each
+valid row is packed into one int32 vector (label, dense and bucket ids
+bit-cast together), so a chunk is one [rows, width] tensor; the shuffle
+buffer works on whole chunks (``shuffle_chunks``) and ``rebatch`` cuts them
+into batches, with no per-row tf.data work after the reader. Packed files
+enter at that point: a block of rows is one ``decode_raw``.
 
 Bad rows (wrong column count, a non-integer integer field, a label other than
 0/1; in TFRecord files a label that is missing or not 0/1) either stop the
