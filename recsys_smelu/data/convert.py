@@ -119,6 +119,38 @@ class ExampleEncoder:
     return records
 
 
+def _write_split(batches, output_dir: str, prefix: str, suffix: str,
+                 records_per_file: int, open_file, write) -> tuple[list[str], int]:
+  """Writes batches of records, in order, into files of ``records_per_file``.
+
+  Files are ``<output_dir>/<prefix>-00000<suffix>``, ... ``open_file(path)``
+  returns a writer with ``close()``; ``write(writer, records)`` writes a slice
+  of a batch. Returns (paths written, records written).
+  """
+  outputs, writer, in_file, total = [], None, 0, 0
+  try:
+    for records in batches:
+      start = 0
+      while start < len(records):
+        if writer is None or in_file == records_per_file:
+          if writer is not None:
+            writer.close()
+          path = os.path.join(output_dir,
+                              f"{prefix}-{len(outputs):05d}{suffix}")
+          outputs.append(path)
+          writer = open_file(path)
+          in_file = 0
+        take = min(records_per_file - in_file, len(records) - start)
+        write(writer, records[start:start + take])
+        in_file += take
+        start += take
+        total += take
+  finally:
+    if writer is not None:
+      writer.close()
+  return outputs, total
+
+
 def convert(input_pattern: str, output_dir: str, *,
             schema: Optional[features_lib.FeatureSchema] = None,
             records_per_file: int = 1_000_000, on_bad_row: str = "error",
@@ -139,33 +171,22 @@ def convert(input_pattern: str, output_dir: str, *,
   tf.io.gfile.makedirs(output_dir)
   options = tf.io.TFRecordOptions(compression_type="GZIP" if use_gzip else "")
   suffix = ".tfrecord.gz" if use_gzip else ".tfrecord"
-  outputs, writer, in_file, total = [], None, 0, 0
-  try:
+
+  def encoded():
     for raw in dataset:
       floats = np.stack([raw[name].numpy() for name in encoder.float_names],
                         axis=1)
       categorical = [raw[name].numpy().tolist()
                      for name in schema.categorical_names]
-      records = encoder.encode(floats, categorical)
-      start = 0
-      while start < len(records):
-        if writer is None or in_file == records_per_file:
-          if writer is not None:
-            writer.close()
-          path = os.path.join(output_dir,
-                              f"{prefix}-{len(outputs):05d}{suffix}")
-          outputs.append(path)
-          writer = tf.io.TFRecordWriter(path, options)
-          in_file = 0
-        take = min(records_per_file - in_file, len(records) - start)
-        for record in records[start:start + take]:
-          writer.write(record)
-        in_file += take
-        start += take
-        total += take
-  finally:
-    if writer is not None:
-      writer.close()
+      yield encoder.encode(floats, categorical)
+
+  def write(writer, records):
+    for record in records:
+      writer.write(record)
+
+  outputs, total = _write_split(
+      encoded(), output_dir, prefix, suffix, records_per_file,
+      lambda path: tf.io.TFRecordWriter(path, options), write)
   return {"inputs": files, "outputs": outputs, "records": total,
           "skipped_bad_rows": bad_rows.by_reason()}
 
@@ -193,27 +214,12 @@ def convert_packed(input_pattern: str, output_dir: str, *,
       files, schema, file_format="tfrecord" if all(is_tfrecord) else "tsv",
       on_bad_row=on_bad_row, bad_rows=bad_rows)
   tf.io.gfile.makedirs(output_dir)
-  outputs, writer, in_file, total = [], None, 0, 0
-  try:
-    for chunk in chunks.as_numpy_iterator():
-      rows = np.ascontiguousarray(chunk, dtype="<i4")
-      start = 0
-      while start < len(rows):
-        if writer is None or in_file == records_per_file:
-          if writer is not None:
-            writer.close()
-          path = os.path.join(output_dir, f"{prefix}-{len(outputs):05d}.packed")
-          outputs.append(path)
-          writer = tf.io.gfile.GFile(path, "wb")
-          in_file = 0
-        take = min(records_per_file - in_file, len(rows) - start)
-        writer.write(rows[start:start + take].tobytes())
-        in_file += take
-        start += take
-        total += take
-  finally:
-    if writer is not None:
-      writer.close()
+  outputs, total = _write_split(
+      (np.ascontiguousarray(chunk, dtype="<i4")
+       for chunk in chunks.as_numpy_iterator()),
+      output_dir, prefix, ".packed", records_per_file,
+      lambda path: tf.io.gfile.GFile(path, "wb"),
+      lambda writer, rows: writer.write(rows.tobytes()))
   schema_file = criteo.write_packed_schema(output_dir, schema)
   return {"inputs": files, "outputs": outputs, "schema_file": schema_file,
           "records": total, "skipped_bad_rows": bad_rows.by_reason()}

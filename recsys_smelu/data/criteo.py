@@ -49,6 +49,9 @@ READ_BUFFER_BYTES = 8 << 20
 BAD_ROW_REASONS = ("column_count", "integer_field", "label")
 FILE_FORMATS = ("tsv", "tfrecord", "packed")
 _ROW_SEED_OFFSET = 7919  # row shuffle seed = seed + this (files use seed)
+# Features sharing a bucket count are hashed in one op over all fields (see
+# _field_ids) when there are at least this many of them.
+_MIN_FEATURES_HASHED_TOGETHER = 4
 # An integer field: optional minus and 1-38 digits (float32 holds < 3.4e38;
 # longer is reported as a bad row rather than parsed to inf).
 _INTEGER_REGEX = "-?[0-9]{1,38}"
@@ -364,7 +367,7 @@ def _field_ids(fields, first_column: int,
       groups.setdefault(feature.num_buckets, []).append(i)
   ids = [None] * len(schema.categorical)
   for indices in groups.values():
-    if len(indices) < 4:
+    if len(indices) < _MIN_FEATURES_HASHED_TOGETHER:
       continue
     hashed = features_lib.categorical_ids(fields, schema.categorical[indices[0]])
     for i in indices:
