@@ -354,29 +354,40 @@ def _field_ids(fields, first_column: int,
                schema: features_lib.FeatureSchema):
   """Bucket ids int32 [n, k] of the categorical columns of ``fields``.
 
-  ``fields`` is a string matrix [n, columns] whose columns ``first_column +
-  i`` hold categorical feature i. Ids are ``features.categorical_ids`` of
-  each column. Features hashed into the same number of buckets are hashed in
-  one op over the whole matrix and their columns gathered from the result:
-  hashing a few unused fields costs less than copying the strings out column
-  by column (the common case, all features alike, is one op).
+  ``fields`` is a string matrix [n, columns] (static column count) whose
+  columns ``first_column + i`` hold categorical feature i. Ids are
+  ``features.categorical_ids`` of each column. Features hashed into the same
+  number of buckets are hashed in one op over the whole matrix: hashing a few
+  unused fields costs less than copying the strings out column by column.
+  The ids are then taken with one slice (the common case: all features
+  alike, consecutive columns) or one column gather.
   """
   groups: dict[int, list[int]] = {}
   for i, feature in enumerate(schema.categorical):
     if feature.vocabulary is None:
       groups.setdefault(feature.num_buckets, []).append(i)
-  ids = [None] * len(schema.categorical)
+  num_fields = int(fields.shape[1])
+  matrices, column_of = [], [None] * len(schema.categorical)
+  offset = 0
   for indices in groups.values():
     if len(indices) < _MIN_FEATURES_HASHED_TOGETHER:
       continue
-    hashed = features_lib.categorical_ids(fields, schema.categorical[indices[0]])
+    matrices.append(features_lib.categorical_ids(
+        fields, schema.categorical[indices[0]]))
     for i in indices:
-      ids[i] = hashed[:, first_column + i]
+      column_of[i] = offset + first_column + i
+    offset += num_fields
   for i, feature in enumerate(schema.categorical):
-    if ids[i] is None:
-      ids[i] = features_lib.categorical_ids(fields[:, first_column + i],
-                                            feature)
-  return tf.stack(ids, axis=1)
+    if column_of[i] is None:
+      matrices.append(features_lib.categorical_ids(
+          fields[:, first_column + i:first_column + i + 1], feature))
+      column_of[i] = offset
+      offset += 1
+  ids = matrices[0] if len(matrices) == 1 else tf.concat(matrices, axis=1)
+  first, count = column_of[0], len(column_of)
+  if column_of == list(range(first, first + count)):
+    return ids[:, first:first + count]
+  return tf.gather(ids, column_of, axis=1)
 
 
 def _tsv_packed_fn(schema: features_lib.FeatureSchema, checker: _ChunkChecker,

@@ -253,7 +253,7 @@ class CTRTower(tf.keras.layers.Layer):
     self.cross_layers = []
     self.cross_output_activation = None
     if m.interaction == "dot":
-      self.dot_interaction = tfrs.layers.feature_interaction.DotInteraction(
+      self.dot_interaction = blocks.DotInteraction(
           self_interaction=False, skip_gather=False, name="dot_interaction",
           dtype=policy)
     elif m.interaction == "cross":
