@@ -463,6 +463,11 @@ def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
   return round(a / b, 3) if a and b else None
 
 
+def _met(ratio: Optional[float], minimum: float) -> Optional[bool]:
+  """Whether a measured ratio reaches its target; None when not measured."""
+  return ratio >= minimum if ratio else None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
   args = _parse_args(argv)
   if args.worker:
@@ -610,18 +615,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "ratios": ratios,
         "targets": {
             "ours_vs_model_garden_min": 1.5,
-            "ours_relu_vs_model_garden_met": (
-                ratios["ours_relu_vs_model_garden"] >= 1.5
-                if ratios["ours_relu_vs_model_garden"] else None),
-            "ours_relu_packed_vs_model_garden_met": (
-                ratios["ours_relu_packed_vs_model_garden"] >= 1.5
-                if ratios["ours_relu_packed_vs_model_garden"] else None),
+            **{f"{name}_met": _met(ratios[name], 1.5) for name in (
+                "ours_relu_vs_model_garden",
+                "ours_relu_packed_vs_model_garden")},
             "smelu_vs_relu_min": 0.95,
-            "smelu_vs_relu_met": (ratios["smelu_vs_relu"] >= 0.95
-                                  if ratios["smelu_vs_relu"] else None),
-            "smelu_packed_vs_relu_packed_met": (
-                ratios["smelu_packed_vs_relu_packed"] >= 0.95
-                if ratios["smelu_packed_vs_relu_packed"] else None),
+            **{f"{name}_met": _met(ratios[name], 0.95) for name in (
+                "smelu_vs_relu", "smelu_packed_vs_relu_packed")},
         },
         "total_wall_s": round(time.perf_counter() - started, 1),
     }

@@ -3,6 +3,7 @@ and tiny configs (a few seconds of training) that point at it."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 import recsys_smelu  # noqa: F401  (sets TF_USE_LEGACY_KERAS before tensorflow)
 from recsys_smelu import config as config_lib
+from recsys_smelu.data import features
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,6 +30,33 @@ TINY = {
     "train.log_every": 5,
     "train.learning_rate": 3e-3,
 }
+
+
+# Criteo-format rows small enough to read: label, I1, I2, C1, C2, C3.
+SMALL_CRITEO_SCHEMA = features.criteo_schema(num_buckets=1000, embedding_dim=4,
+                                             num_dense=2, num_categorical=3)
+
+
+def tsv_row(*fields) -> str:
+  return "\t".join(str(v) for v in fields)
+
+
+def small_criteo_rows(n: int, start: int = 0) -> list[str]:
+  """Valid rows of ``SMALL_CRITEO_SCHEMA``: I2 missing every third row, C2
+  always empty."""
+  return [tsv_row(k % 2, k, "" if k % 3 == 0 else -k, f"{k:08x}", "",
+                  f"v{k % 5}") for k in range(start, start + n)]
+
+
+def write_lines(path: str, lines, *, newline_at_end: bool = True,
+                crlf: bool = False) -> str:
+  """Writes ``lines`` to ``path`` (gzip when it ends in .gz); returns it."""
+  end = "\r\n" if crlf else "\n"
+  text = end.join(lines) + (end if newline_at_end else "")
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "wb") as f:
+    f.write(text.encode())
+  return path
 
 
 @pytest.fixture(scope="session")

@@ -478,6 +478,17 @@ def _packed_fn(raw_fn, schema: features_lib.FeatureSchema):
   return parse
 
 
+def _file_blocks(filename, size, block_bytes: int) -> tf.data.Dataset:
+  """A file's bytes as blocks of ``block_bytes``; the last block is shorter
+  (``FixedLengthRecordDataset`` alone would drop it)."""
+  tail = size % block_bytes
+  blocks = tf.data.FixedLengthRecordDataset(
+      filename, block_bytes, footer_bytes=tail, buffer_size=block_bytes)
+  last_block = tf.data.FixedLengthRecordDataset(
+      filename, tf.maximum(tail, 1), header_bytes=size - tail)
+  return blocks.concatenate(last_block)
+
+
 def _plain_text_chunks(filename, size):
   """Lines of an uncompressed text file, read in blocks of ``BLOCK_BYTES``.
 
@@ -486,12 +497,7 @@ def _plain_text_chunks(filename, size):
   block boundary is carried over (``scan``); the last line needs no newline;
   ``\r\n`` endings lose the ``\r`` as with ``TextLineDataset``.
   """
-  tail = size % BLOCK_BYTES
-  blocks = tf.data.FixedLengthRecordDataset(
-      filename, BLOCK_BYTES, footer_bytes=tail, buffer_size=BLOCK_BYTES)
-  last_block = tf.data.FixedLengthRecordDataset(
-      filename, tf.maximum(tail, 1), header_bytes=size - tail)
-  pieces = blocks.concatenate(last_block).map(lambda b: (b, False))
+  pieces = _file_blocks(filename, size, BLOCK_BYTES).map(lambda b: (b, False))
   pieces = pieces.concatenate(tf.data.Dataset.from_tensors(
       (tf.constant(""), True)))
 
@@ -557,6 +563,7 @@ def check_packed_files(files: Sequence[str],
   number of rows.
   """
   want = packed_schema_description(schema)
+  row_bytes = 4 * packed_width(schema)
   checked = set()
   for path in files:
     directory = os.path.dirname(path)
@@ -574,7 +581,6 @@ def check_packed_files(files: Sequence[str],
           raise DataError(f"{schema_path}: not valid JSON ({e})") from None
       _compare_packed_schema(schema_path, have, want)
     size = tf.io.gfile.stat(path).length
-    row_bytes = 4 * packed_width(schema)
     if size % row_bytes:
       raise DataError(f"{path}: {size} bytes is not a whole number of "
                       f"{row_bytes}-byte rows (truncated or not a packed file)")
@@ -619,13 +625,7 @@ def write_packed_schema(output_dir: str,
 def _packed_file_chunks(filename, size, width: int):
   """(first row number, rows [n, width] int32) of a packed file, in blocks of
   ``CHUNK_ROWS`` rows (the last one shorter)."""
-  block_bytes = 4 * width * CHUNK_ROWS
-  tail = size % block_bytes
-  blocks = tf.data.FixedLengthRecordDataset(
-      filename, block_bytes, footer_bytes=tail, buffer_size=block_bytes)
-  last_block = tf.data.FixedLengthRecordDataset(
-      filename, tf.maximum(tail, 1), header_bytes=size - tail)
-  rows = blocks.concatenate(last_block).map(
+  rows = _file_blocks(filename, size, 4 * width * CHUNK_ROWS).map(
       lambda block: tf.reshape(tf.io.decode_raw(block, tf.int32), [-1, width]))
   return tf.data.Dataset.zip((tf.data.Dataset.range(1, 2**62, CHUNK_ROWS),
                               rows))

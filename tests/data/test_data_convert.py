@@ -19,6 +19,8 @@ from recsys_smelu.data import features
 from recsys_smelu.data import synthetic
 import tensorflow as tf
 
+from conftest import SMALL_CRITEO_SCHEMA, small_criteo_rows, write_lines
+
 SCHEMA = features.criteo_schema(num_buckets=500, num_dense=2,
                                 num_categorical=2)
 
@@ -134,19 +136,7 @@ def test_command_line(tmp_path):
 # ---------------------------------------------------------------------------
 # Packed files (data.format='packed').
 
-PACKED_SCHEMA = features.criteo_schema(num_buckets=1000, embedding_dim=4,
-                                       num_dense=2, num_categorical=3)
-
-
-def _tsv_rows(n):
-  return ["\t".join([str(k % 2), str(k), "" if k % 3 else str(-k),
-                     f"{k:08x}", "", f"v{k % 7}"]) for k in range(n)]
-
-
-def _write_lines(path, lines):
-  with open(path, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  return path
+PACKED_SCHEMA = SMALL_CRITEO_SCHEMA
 
 
 def _batches(dataset):
@@ -167,9 +157,9 @@ def _assert_same_batches(got, want):
 def test_packed_files_give_the_tsv_pipelines_batches(tmp_path):
   """Rows spanning several packed files and a partial last block: eval
   batches equal the TSV pipeline's, and line sharding splits them alike."""
-  lines = _tsv_rows(criteo.CHUNK_ROWS + 500)
+  lines = small_criteo_rows(criteo.CHUNK_ROWS + 500)
   lines[7] = "x" + lines[7]  # a bad row, skipped at conversion
-  tsv = _write_lines(str(tmp_path / "a.tsv"), lines)
+  tsv = write_lines(str(tmp_path / "a.tsv"), lines)
   out = str(tmp_path / "packed")
   summary = convert.convert_packed(tsv, out, schema=PACKED_SCHEMA,
                                    records_per_file=3000, on_bad_row="skip")
@@ -196,7 +186,7 @@ def test_packed_files_give_the_tsv_pipelines_batches(tmp_path):
 
 
 def test_packed_training_is_seeded_and_reads_everything(tmp_path):
-  tsv = _write_lines(str(tmp_path / "a.tsv"), _tsv_rows(1000))
+  tsv = write_lines(str(tmp_path / "a.tsv"), small_criteo_rows(1000))
   out = str(tmp_path / "packed")
   convert.convert_packed(tsv, out, schema=PACKED_SCHEMA, records_per_file=300)
   packed = sorted(tf.io.gfile.glob(os.path.join(out, "*.packed")))
@@ -217,7 +207,7 @@ def test_packed_training_is_seeded_and_reads_everything(tmp_path):
 
 
 def test_packed_files_for_another_schema_or_truncated_are_refused(tmp_path):
-  tsv = _write_lines(str(tmp_path / "a.tsv"), _tsv_rows(50))
+  tsv = write_lines(str(tmp_path / "a.tsv"), small_criteo_rows(50))
   out = str(tmp_path / "packed")
   convert.convert_packed(tsv, out, schema=PACKED_SCHEMA)
   path = os.path.join(out, "part-00000.packed")
@@ -237,13 +227,13 @@ def test_packed_files_for_another_schema_or_truncated_are_refused(tmp_path):
                      match=r"part-00000\.packed: 1202 bytes is not a whole "
                            r"number of 24-byte rows"):
     criteo.make_dataset([path], PACKED_SCHEMA, 8, file_format="packed")
-  lonely = _write_lines(str(tmp_path / "lonely.packed"), ["x"])
+  lonely = write_lines(str(tmp_path / "lonely.packed"), ["x"])
   with pytest.raises(criteo.DataError, match="packed_schema.json is missing"):
     criteo.make_dataset([lonely], PACKED_SCHEMA, 8, file_format="packed")
 
 
 def test_cli_writes_packed_files(tmp_path):
-  tsv = _write_lines(str(tmp_path / "a.tsv"), _tsv_rows(20))
+  tsv = write_lines(str(tmp_path / "a.tsv"), small_criteo_rows(20))
   out = str(tmp_path / "packed")
   convert._main([f"--input={tsv}", f"--output_dir={out}", "--format=packed",
                  "--num_buckets=1000", "--num_dense=2",

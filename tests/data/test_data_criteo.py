@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 
@@ -16,27 +15,9 @@ from recsys_smelu.data import criteo
 from recsys_smelu.data import features
 import tensorflow as tf
 
-# A small layout keeps rows readable: label, I1, I2, C1, C2, C3.
-SCHEMA = features.criteo_schema(num_buckets=1000, embedding_dim=4,
-                                num_dense=2, num_categorical=3)
+from conftest import SMALL_CRITEO_SCHEMA, small_criteo_rows, tsv_row, write_lines
 
-
-def _row(label, i1, i2, c1, c2, c3):
-  return "\t".join(str(v) for v in (label, i1, i2, c1, c2, c3))
-
-
-def _good_rows(n, start=0):
-  return [_row(k % 2, k, "" if k % 3 == 0 else -k, f"{k:08x}", "",
-               f"v{k % 5}") for k in range(start, start + n)]
-
-
-def _write(path, lines, *, newline_at_end=True, crlf=False):
-  end = "\r\n" if crlf else "\n"
-  text = end.join(lines) + (end if newline_at_end else "")
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "wb") as f:
-    f.write(text.encode())
-  return path
+SCHEMA = SMALL_CRITEO_SCHEMA
 
 
 def _collect(dataset):
@@ -60,10 +41,10 @@ def _hash(value, buckets=1000):
 
 
 def test_parses_rows_to_hand_computed_batch(tmp_path):
-  path = _write(str(tmp_path / "a.tsv"), [
-      _row(1, 3, "", "68fd1e64", "", "x"),
-      _row(0, "", -5, "", "80e26c9b", "y"),
-      _row(1, 0, 1000, "a", "b", "c"),
+  path = write_lines(str(tmp_path / "a.tsv"), [
+      tsv_row(1, 3, "", "68fd1e64", "", "x"),
+      tsv_row(0, "", -5, "", "80e26c9b", "y"),
+      tsv_row(1, 0, 1000, "a", "b", "c"),
   ])
   labels, dense, sparse = _collect(_eval([path], batch_size=8))
   np.testing.assert_array_equal(labels, [1, 0, 1])
@@ -76,7 +57,7 @@ def test_parses_rows_to_hand_computed_batch(tmp_path):
 
 
 def test_eval_keeps_file_and_line_order_and_last_partial_batch(tmp_path):
-  files = [_write(str(tmp_path / f"part-{i}.tsv"), _good_rows(7, 7 * i))
+  files = [write_lines(str(tmp_path / f"part-{i}.tsv"), small_criteo_rows(7, 7 * i))
            for i in range(3)]
   batches = list(_eval(files, batch_size=5))
   assert [int(b[1].shape[0]) for b in batches] == [5, 5, 5, 5, 1]
@@ -86,14 +67,14 @@ def test_eval_keeps_file_and_line_order_and_last_partial_batch(tmp_path):
 
 def test_gzip_crlf_no_final_newline_and_block_boundaries_agree(tmp_path,
                                                                monkeypatch):
-  rows = _good_rows(50)
-  reference = _collect(_eval([_write(str(tmp_path / "ref.tsv"), rows)]))
+  rows = small_criteo_rows(50)
+  reference = _collect(_eval([write_lines(str(tmp_path / "ref.tsv"), rows)]))
   monkeypatch.setattr(criteo, "BLOCK_BYTES", 37)  # lines cut across blocks
   variants = [
-      _write(str(tmp_path / "a.tsv.gz"), rows),
-      _write(str(tmp_path / "b.tsv"), rows, newline_at_end=False),
-      _write(str(tmp_path / "c.tsv"), rows, crlf=True),
-      _write(str(tmp_path / "d.tsv.gz"), rows, crlf=True, newline_at_end=False),
+      write_lines(str(tmp_path / "a.tsv.gz"), rows),
+      write_lines(str(tmp_path / "b.tsv"), rows, newline_at_end=False),
+      write_lines(str(tmp_path / "c.tsv"), rows, crlf=True),
+      write_lines(str(tmp_path / "d.tsv.gz"), rows, crlf=True, newline_at_end=False),
   ]
   for path in variants:
     got = _collect(_eval([path]))
@@ -110,7 +91,7 @@ def test_empty_file_yields_nothing(tmp_path):
 
 
 def test_missing_pattern_is_named(tmp_path):
-  _write(str(tmp_path / "a.tsv"), _good_rows(2))
+  write_lines(str(tmp_path / "a.tsv"), small_criteo_rows(2))
   missing = str(tmp_path / "nope-*.tsv")
   with pytest.raises(data_lib.NoMatchingFilesError, match="nope-"):
     criteo.expand_patterns(f"{tmp_path}/a.tsv, {missing}")
@@ -120,18 +101,18 @@ def test_missing_pattern_is_named(tmp_path):
 
 def test_comma_separated_patterns_keep_pattern_order(tmp_path):
   for name in ("b1.tsv", "b2.tsv", "a1.tsv"):
-    _write(str(tmp_path / name), _good_rows(1))
+    write_lines(str(tmp_path / name), small_criteo_rows(1))
   files = criteo.expand_patterns(f"{tmp_path}/b*.tsv,{tmp_path}/a*.tsv,"
                                  f"{tmp_path}/b1.tsv")
   assert [os.path.basename(f) for f in files] == ["b1.tsv", "b2.tsv", "a1.tsv"]
 
 
 BAD_ROWS = {
-    "column_count": (_row(1, 2, 3, "a", "b", "c") + "\textra",
+    "column_count": (tsv_row(1, 2, 3, "a", "b", "c") + "\textra",
                      "7 columns, expected 6"),
-    "integer_field": (_row(0, 4, "4.5", "a", "b", "c"),
+    "integer_field": (tsv_row(0, 4, "4.5", "a", "b", "c"),
                       "integer feature I2 is [4.5]"),
-    "label": (_row(2, 4, 5, "a", "b", "c"), "label is [2], expected 0 or 1"),
+    "label": (tsv_row(2, 4, 5, "a", "b", "c"), "label is [2], expected 0 or 1"),
 }
 
 
@@ -140,8 +121,8 @@ BAD_ROWS = {
 def test_bad_row_error_names_file_line_reason_and_content(tmp_path, reason,
                                                           suffix):
   bad, detail = BAD_ROWS[reason]
-  path = _write(str(tmp_path / f"data{suffix}"),
-                _good_rows(2) + [bad] + _good_rows(3))
+  path = write_lines(str(tmp_path / f"data{suffix}"),
+                small_criteo_rows(2) + [bad] + small_criteo_rows(3))
   with pytest.raises(tf.errors.InvalidArgumentError) as error:
     _collect(_eval([path]))
   message = str(error.value)
@@ -160,8 +141,8 @@ def test_bad_row_error_names_file_line_reason_and_content(tmp_path, reason,
 @pytest.mark.parametrize("reason", sorted(BAD_ROWS))
 def test_bad_row_skip_drops_and_counts(tmp_path, reason, suffix):
   bad, _ = BAD_ROWS[reason]
-  good = _good_rows(6)
-  path = _write(str(tmp_path / f"data{suffix}"), good[:2] + [bad, bad]
+  good = small_criteo_rows(6)
+  path = write_lines(str(tmp_path / f"data{suffix}"), good[:2] + [bad, bad]
                 + good[2:])
   counter = data_lib.BadRowCounter()
   labels, dense, _ = _collect(_eval([path], on_bad_row="skip",
@@ -177,10 +158,10 @@ def test_bad_row_skip_drops_and_counts(tmp_path, reason, suffix):
 
 
 def test_bad_row_classes_in_one_file_are_counted_separately(tmp_path):
-  rows = [BAD_ROWS["label"][0], _good_rows(1)[0], BAD_ROWS["column_count"][0],
-          "", BAD_ROWS["integer_field"][0], _row(1, "1" * 39, 0, "a", "b", "c")]
+  rows = [BAD_ROWS["label"][0], small_criteo_rows(1)[0], BAD_ROWS["column_count"][0],
+          "", BAD_ROWS["integer_field"][0], tsv_row(1, "1" * 39, 0, "a", "b", "c")]
   counter = data_lib.BadRowCounter()
-  labels, _, _ = _collect(_eval([_write(str(tmp_path / "x.tsv"), rows)],
+  labels, _, _ = _collect(_eval([write_lines(str(tmp_path / "x.tsv"), rows)],
                                 on_bad_row="skip", bad_rows=counter))
   assert labels.tolist() == [0]
   # The empty line has one column; 39 digits overflow float32.
@@ -189,7 +170,7 @@ def test_bad_row_classes_in_one_file_are_counted_separately(tmp_path):
 
 
 def test_shuffle_is_seeded_and_reshuffles_each_epoch(tmp_path):
-  files = [_write(str(tmp_path / f"p{i}.tsv"), _good_rows(40, 40 * i))
+  files = [write_lines(str(tmp_path / f"p{i}.tsv"), small_criteo_rows(40, 40 * i))
            for i in range(3)]
 
   def first_two_epochs(seed):
@@ -211,7 +192,7 @@ def test_shuffle_is_seeded_and_reshuffles_each_epoch(tmp_path):
 
 
 def test_training_drops_remainder_and_unshuffled_training_reads_all(tmp_path):
-  path = _write(str(tmp_path / "a.tsv"), _good_rows(10))
+  path = write_lines(str(tmp_path / "a.tsv"), small_criteo_rows(10))
   dataset = criteo.make_dataset([path], SCHEMA, 4, training=True,
                                 shuffle=False)
   assert [int(b[1].shape[0]) for b in dataset] == [4, 4]
@@ -220,7 +201,7 @@ def test_training_drops_remainder_and_unshuffled_training_reads_all(tmp_path):
 
 @pytest.mark.parametrize("num_files", [1, 4])
 def test_input_context_shards_are_disjoint_and_complete(tmp_path, num_files):
-  files = [_write(str(tmp_path / f"p{i}.tsv"), _good_rows(9, 9 * i))
+  files = [write_lines(str(tmp_path / f"p{i}.tsv"), small_criteo_rows(9, 9 * i))
            for i in range(num_files)]
   config = config_lib.override(config_lib.default_config(), {
       "data.train_files": ",".join(files), "data.num_dense": 2,
@@ -244,8 +225,8 @@ def test_input_context_shards_are_disjoint_and_complete(tmp_path, num_files):
 
 
 def test_tfrecord_pipeline_matches_tsv_and_reports_bad_labels(tmp_path):
-  rows = _good_rows(30)
-  tsv = _write(str(tmp_path / "a.tsv"), rows)
+  rows = small_criteo_rows(30)
+  tsv = write_lines(str(tmp_path / "a.tsv"), rows)
   convert.convert(tsv, str(tmp_path / "tfr"), schema=SCHEMA,
                   records_per_file=11)
   records = sorted(tf.io.gfile.glob(str(tmp_path / "tfr" / "*")))
@@ -274,8 +255,8 @@ def test_tfrecord_pipeline_matches_tsv_and_reports_bad_labels(tmp_path):
 
 
 def test_build_dataset_and_schema_from_config(tmp_path):
-  train = _write(str(tmp_path / "train.tsv"), _good_rows(12))
-  evaluation = _write(str(tmp_path / "eval.tsv.gz"), _good_rows(5))
+  train = write_lines(str(tmp_path / "train.tsv"), small_criteo_rows(12))
+  evaluation = write_lines(str(tmp_path / "eval.tsv.gz"), small_criteo_rows(5))
   config = config_lib.override(config_lib.default_config(), {
       "data.train_files": train, "data.eval_files": evaluation,
       "data.num_dense": 2, "data.num_categorical": 3,
@@ -334,7 +315,7 @@ def test_tsv_training_decoder_equals_raw_to_model_inputs(tmp_path):
     lines.append("\t".join([str(k % 2), *rng.choice(ints, 2),
                             *rng.choice(cats, 7)]))
   lines[10] = "2" + lines[10][1:]  # a bad label, skipped and counted
-  path = _write(str(tmp_path / "mixed.tsv"), lines)
+  path = write_lines(str(tmp_path / "mixed.tsv"), lines)
   counter = data_lib.BadRowCounter()
   got = criteo.make_dataset([path], schema, 64, training=False, shuffle=False,
                             on_bad_row="skip", bad_rows=counter)
