@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -46,6 +48,14 @@ def small_criteo_rows(n: int, start: int = 0) -> list[str]:
   always empty."""
   return [tsv_row(k % 2, k, "" if k % 3 == 0 else -k, f"{k:08x}", "",
                   f"v{k % 5}") for k in range(start, start + n)]
+
+
+def require_native_compiler() -> None:
+  """Skips the calling test when no C++ compiler can build the native ops."""
+  compiler = shlex.split(os.environ.get("CXX", "c++"))[0]
+  if shutil.which(compiler) is None:
+    pytest.skip(f"no C++ compiler {compiler!r} to build the native ops "
+                "(recsys_smelu.data.native)")
 
 
 def write_lines(path: str, lines, *, newline_at_end: bool = True,

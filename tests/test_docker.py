@@ -264,3 +264,31 @@ def test_readme_mentions_only_declared_console_scripts():
   assert mentioned <= set(declared), mentioned - set(declared)
   for flavour in FLAVOURS:
     assert f"docker/Dockerfile.{flavour}" in readme
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_native_input_op_is_built_after_the_last_tensorflow_install(flavour):
+  """The op compiles against the TensorFlow in the image (tensorflow-tpu in the
+  TPU image), with g++ installed first, into a cache directory set by ENV."""
+  path, instructions = load(flavour)
+  steps = []  # (kind, instruction index) in image order
+  for index, (_, op, arguments) in enumerate(instructions):
+    if op != "RUN":
+      continue
+    for part in re.split(r"&&|;", arguments):
+      words = shlex.split(part)
+      if "apt-get" in words and "install" in words and "g++" in words:
+        steps.append(("compiler", index))
+      elif "pip" in words and "install" in words:
+        steps.append(("pip", index))
+      elif words[:3] == ["python", "-m", "recsys_smelu.data.native"]:
+        steps.append(("build", index))
+  kinds = [kind for kind, _ in steps]
+  assert "build" in kinds, f"{path}: the native input op is never built"
+  assert "compiler" in kinds[:kinds.index("build")], (
+      f"{path}: g++ must be installed before the native op is built")
+  assert "pip" not in kinds[kinds.index("build"):], (
+      f"{path}: a pip install after the native build may change TensorFlow")
+  envs = " ".join(args for _, op, args in instructions if op == "ENV")
+  assert re.search(r"\bRECSYS_SMELU_CACHE_DIR=/\S+", envs), (
+      f"{path}: the built op must live in a fixed RECSYS_SMELU_CACHE_DIR")

@@ -155,6 +155,34 @@ def _vocabulary_index(feature_name: str, vocabulary: tuple[str, ...]):
   return sorted_fingerprints, (order + 1).astype(np.int32)
 
 
+def hash_modulus(feature: CategoricalFeature) -> int:
+  """The modulus of a raw value's fingerprint that ``ids_from_hashes`` takes:
+  the bucket count (hashing) or ``2**62`` (vocabulary: fingerprints)."""
+  if feature.vocabulary is None:
+    return feature.num_buckets
+  return _FINGERPRINT_RANGE
+
+
+def ids_from_hashes(hashes, feature: CategoricalFeature):
+  """Bucket ids int32 from ``to_hash_bucket_fast(value, hash_modulus(feature))``.
+
+  Hashing: the hash is the id. Vocabulary: 1 + position of the value in
+  ``feature.vocabulary`` (found by its fingerprint); out-of-vocabulary -> 0.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if feature.vocabulary is None:
+    return tf.cast(hashes, tf.int32)
+  sorted_fingerprints, bucket_of = _vocabulary_index(feature.name,
+                                                     feature.vocabulary)
+  flat = tf.reshape(hashes, [-1])
+  position = tf.searchsorted(sorted_fingerprints, flat, side="left")
+  position = tf.minimum(position, len(sorted_fingerprints) - 1)
+  found = tf.equal(tf.gather(sorted_fingerprints, position), flat)
+  ids = tf.where(found, tf.gather(bucket_of, position), tf.zeros_like(position,
+                                                                      tf.int32))
+  return tf.reshape(ids, tf.shape(hashes))
+
+
 def categorical_ids(values, feature: CategoricalFeature):
   """Bucket ids int32 in ``[0, num_buckets)`` of one raw categorical feature.
 
@@ -167,19 +195,8 @@ def categorical_ids(values, feature: CategoricalFeature):
   values = tf.convert_to_tensor(values)
   if values.dtype != tf.string:
     values = tf.strings.as_string(values)
-  if feature.vocabulary is None:
-    return tf.cast(
-        tf.strings.to_hash_bucket_fast(values, feature.num_buckets), tf.int32)
-  sorted_fingerprints, bucket_of = _vocabulary_index(feature.name,
-                                                     feature.vocabulary)
-  fingerprints = tf.strings.to_hash_bucket_fast(values, _FINGERPRINT_RANGE)
-  flat = tf.reshape(fingerprints, [-1])
-  position = tf.searchsorted(sorted_fingerprints, flat, side="left")
-  position = tf.minimum(position, len(sorted_fingerprints) - 1)
-  found = tf.equal(tf.gather(sorted_fingerprints, position), flat)
-  ids = tf.where(found, tf.gather(bucket_of, position), tf.zeros_like(position,
-                                                                      tf.int32))
-  return tf.reshape(ids, tf.shape(values))
+  return ids_from_hashes(
+      tf.strings.to_hash_bucket_fast(values, hash_modulus(feature)), feature)
 
 
 def raw_to_model_inputs(raw: Mapping[str, Any], schema: FeatureSchema

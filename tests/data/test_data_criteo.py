@@ -1,4 +1,8 @@
-"""Criteo TSV/TFRecord pipeline: parsing, order, shuffling, sharding, bad rows."""
+"""Criteo TSV/TFRecord pipeline: parsing, order, shuffling, sharding, bad rows.
+
+Every test runs twice: TSV lines decoded by the native op and by stock ops
+(``RECSYS_SMELU_NATIVE_OPS`` = 1 / 0); both must give the same results.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,22 @@ from recsys_smelu import data as data_lib
 from recsys_smelu.data import convert
 from recsys_smelu.data import criteo
 from recsys_smelu.data import features
+from recsys_smelu.data import native
 import tensorflow as tf
 
-from conftest import SMALL_CRITEO_SCHEMA, small_criteo_rows, tsv_row, write_lines
+from conftest import (SMALL_CRITEO_SCHEMA, require_native_compiler,
+                      small_criteo_rows, tsv_row, write_lines)
 
 SCHEMA = SMALL_CRITEO_SCHEMA
+
+
+@pytest.fixture(autouse=True, params=["native", "stock"])
+def tsv_decoder(request, monkeypatch):
+  if request.param == "native":
+    require_native_compiler()
+  monkeypatch.setenv(native.ENV_SWITCH,
+                     "1" if request.param == "native" else "0")
+  return request.param
 
 
 def _collect(dataset):

@@ -1,0 +1,25 @@
+"""Builds (if needed) and loads the native input ops; prints the library path.
+
+``python -m recsys_smelu.data.native`` — run once after installing, so the
+first training run does not pay the ~10 s compile. Exits non-zero with the
+compiler's message when the build fails.
+"""
+
+import sys
+
+import recsys_smelu  # noqa: F401  (sets up TensorFlow before it is imported)
+from recsys_smelu.data import native
+
+
+def main() -> int:
+  try:
+    native.load(required=True)
+  except native.NativeOpsError as error:
+    print(error, file=sys.stderr)
+    return 1
+  print(native.library_path())
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,142 @@
+"""Native Criteo line decoder: same verdicts and values as the stock ops; the
+build cache and the auto / required / off switch."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from recsys_smelu.data import criteo
+from recsys_smelu.data import features
+from recsys_smelu.data import native
+import tensorflow as tf
+
+from conftest import require_native_compiler
+
+NUM_DENSE, NUM_CATEGORICAL = 3, 4
+MODULI = [1000, 7, 2**62, 1]
+
+LABELS = ["0", "1", "2", "00", "", " 1", "1.0", "-0"]
+INTEGERS = ["", "0", "-0", "17", "-17", "0007", "+5", " 12", "12 ", "1.5",
+            "1e3", "-", "--1", "0x1f", "16777217", "-33554433",
+            "123456789012345678", "1234567890123456789", "9" * 38, "9" * 39,
+            "-" + "9" * 38, "1" * 37 + "5"]
+CATEGORICALS = ["", "68fd1e64", "a b+c", "x" * 40, "\xff\xfe", "é",
+                "with\0nul", "\r", "a\rb"]
+
+
+@pytest.fixture(scope="module")
+def ops():
+  require_native_compiler()
+  return native.load(required=True)
+
+
+def _random_lines(n: int, seed: int) -> list[bytes]:
+  """Mostly valid rows, some with a bad field or a wrong column count."""
+  rng = np.random.default_rng(seed)
+  lines = []
+  for _ in range(n):
+    fields = ([rng.choice(LABELS[:2]) if rng.random() < 0.9
+               else rng.choice(LABELS)]
+              + list(rng.choice(INTEGERS[:7] if rng.random() < 0.7
+                                else INTEGERS, NUM_DENSE))
+              + list(rng.choice(CATEGORICALS, NUM_CATEGORICAL)))
+    if rng.random() < 0.05:
+      fields = fields[:int(rng.integers(0, len(fields)))]
+    elif rng.random() < 0.05:
+      fields.append(rng.choice(CATEGORICALS))
+    lines.append("\t".join(fields).encode("utf-8", "surrogateescape"))
+  return lines
+
+
+def test_verdicts_and_values_equal_stock_ops(ops):
+  lines = _random_lines(3000, seed=0) + [b"", b"1", b"\t\t\t\t\t\t\t"]
+  label, dense, hashes, valid = native.decode_criteo_rows(
+      ops, tf.constant(lines), NUM_DENSE, MODULI)
+  want_valid = tf.strings.regex_full_match(
+      lines, criteo._row_regex(NUM_DENSE, NUM_CATEGORICAL)).numpy()
+  np.testing.assert_array_equal(valid.numpy(), want_valid)
+  assert 0.3 < want_valid.mean() < 0.9  # both kinds are well represented
+
+  good = [line for line, ok in zip(lines, want_valid) if ok]
+  schema = features.criteo_schema(num_dense=NUM_DENSE,
+                                  num_categorical=NUM_CATEGORICAL)
+  want_label, want_dense, fields = criteo._decode_valid_lines(
+      tf.constant(good), schema)
+  np.testing.assert_array_equal(label.numpy()[want_valid], want_label)
+  # Bit for bit, NaN (missing) in the same places, -0 kept.
+  np.testing.assert_array_equal(dense.numpy()[want_valid].view(np.int32),
+                                want_dense.numpy().view(np.int32))
+  want_hashes = np.stack(
+      [tf.strings.to_hash_bucket_fast(fields[:, 1 + NUM_DENSE + k],
+                                      modulus).numpy()
+       for k, modulus in enumerate(MODULI)], axis=1)
+  np.testing.assert_array_equal(hashes.numpy()[want_valid], want_hashes)
+  assert not label.numpy()[~want_valid].any()
+  assert not hashes.numpy()[~want_valid].any()
+
+
+def test_hand_computed_row(ops):
+  line = "1\t-0\t\t16777217\ta\t\t\t".encode()
+  label, dense, hashes, valid = native.decode_criteo_rows(
+      ops, tf.constant([line]), NUM_DENSE, MODULI)
+  assert valid.numpy().tolist() == [True] and label.numpy().tolist() == [1.0]
+  d = dense.numpy()[0]
+  assert d[0] == 0 and np.signbit(d[0]) and np.isnan(d[1])
+  assert d[2] == 16777216.0  # 2**24 + 1 rounds to even in float32
+  h = hashes.numpy()[0]
+  assert h[0] == tf.strings.to_hash_bucket_fast("a", 1000).numpy()
+  assert h[3] == 0  # modulus 1
+
+
+def test_rejects_a_non_vector_and_a_zero_modulus(ops):
+  with pytest.raises((ValueError, tf.errors.InvalidArgumentError),
+                     match="rank 1|must be a vector"):
+    native.decode_criteo_rows(ops, tf.constant([["1"]]), 0, [])
+  with pytest.raises(tf.errors.InvalidArgumentError, match="moduli must be > 0"):
+    native.decode_criteo_rows(ops, tf.constant(["1\ta"]), 0, [0])
+
+
+def test_build_is_cached_by_source_and_tensorflow_version(ops):
+  del ops  # built already
+  path = native.library_path()
+  assert os.path.exists(path) and path.startswith(native.cache_dir())
+  modified = os.path.getmtime(path)
+  assert native.build() == path
+  assert os.path.getmtime(path) == modified
+  assert tf.__version__ not in path  # the version is in the hash, not the name
+
+
+def test_build_failure_names_the_compiler(tmp_path, monkeypatch):
+  monkeypatch.setenv("RECSYS_SMELU_CACHE_DIR", str(tmp_path))
+  monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+  with pytest.raises(native.NativeOpsError, match="no-such-compiler-xyz"):
+    native.build()
+  monkeypatch.setenv("CXX", "false")  # runs, fails
+  with pytest.raises(native.NativeOpsError, match="compiling .*criteo_rows.cc"):
+    native.build()
+  assert os.listdir(tmp_path) == []  # no partial library left behind
+
+
+def test_switch_auto_falls_back_required_raises_off_skips(monkeypatch):
+  calls = []
+
+  def unavailable():
+    calls.append(1)
+    return None, "NativeOpsError: no compiler"
+
+  monkeypatch.setattr(native, "_load_library", unavailable)
+  monkeypatch.setenv(native.ENV_SWITCH, "auto")
+  assert native.load() is None
+  monkeypatch.setenv(native.ENV_SWITCH, "1")
+  with pytest.raises(native.NativeOpsError, match="no compiler"):
+    native.load()
+  monkeypatch.setenv(native.ENV_SWITCH, "0")
+  assert native.load() is None
+  assert native.load(required=False) is None
+  assert len(calls) == 2
+  monkeypatch.setenv(native.ENV_SWITCH, "yes")
+  with pytest.raises(native.NativeOpsError, match="RECSYS_SMELU_NATIVE_OPS"):
+    native.load()
