@@ -349,3 +349,16 @@ def test_tsv_training_decoder_equals_raw_to_model_inputs(tmp_path):
     np.testing.assert_array_equal(feats[features.DENSE_KEY], dense)
     assert {n: int(v) for n, v in feats[features.SPARSE_KEY].items()} == sparse
   assert len({int(f[features.SPARSE_KEY]["S"]) for f, _ in got}) > 1
+
+
+def test_raw_rows_keep_a_carriage_return_inside_the_last_field(tmp_path):
+  """decode_csv would end the record at the \\r; the raw path must not."""
+  path = write_lines(str(tmp_path / "cr.tsv"), [tsv_row(1, 2, "", "a", "b",
+                                                        "x\ry")])
+  (raw,) = list(criteo.raw_dataset([path], SCHEMA))
+  assert raw["C3"].numpy().tolist() == [b"x\ry"]
+  assert raw["C1"].numpy().tolist() == [b"a"]
+  np.testing.assert_array_equal(raw["I1"], [2.0])
+  assert np.isnan(raw["I2"].numpy()[0]) and raw["label"].numpy()[0] == 1.0
+  labels, _, sparse = _collect(_eval([path]))
+  assert labels.tolist() == [1] and sparse["C3"].tolist() == [_hash("x\ry")]
