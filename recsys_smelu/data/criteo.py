@@ -348,7 +348,7 @@ def _decode_valid_lines(lines, schema: features_lib.FeatureSchema):
 
   ``decode_csv`` reads only the label and integer columns (``select_cols``:
   no strings made); all fields come from one ``tf.strings.split`` (unlike
-  ``decode_csv``, it keeps a ``\r`` inside the last field). ``fields`` is
+  ``decode_csv``, it keeps a ``\\r`` inside the last field). ``fields`` is
   None when the schema has no categorical feature.
   """
   num_dense = schema.num_dense
