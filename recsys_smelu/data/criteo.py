@@ -180,13 +180,21 @@ class BadRowCounter:
 # ---------------------------------------------------------------------------
 
 
-def _pack(model_inputs, label, schema: features_lib.FeatureSchema):
-  parts = [tf.bitcast(label, tf.int32)[:, None],
-           tf.bitcast(model_inputs[features_lib.DENSE_KEY], tf.int32)]
-  if schema.categorical:
-    parts.append(tf.stack([model_inputs[features_lib.SPARSE_KEY][n]
-                           for n in schema.categorical_names], axis=1))
+def _pack_columns(label, dense, ids=None):
+  """[n, 1 + num_dense + k] int32: label float32 [n], transformed dense
+  float32 [n, num_dense] (bit-cast) and bucket ids int32 [n, k] (None: k=0)."""
+  parts = [tf.bitcast(label, tf.int32)[:, None], tf.bitcast(dense, tf.int32)]
+  if ids is not None:
+    parts.append(ids)
   return tf.concat(parts, axis=1)
+
+
+def _pack(model_inputs, label, schema: features_lib.FeatureSchema):
+  ids = None
+  if schema.categorical:
+    ids = tf.stack([model_inputs[features_lib.SPARSE_KEY][n]
+                    for n in schema.categorical_names], axis=1)
+  return _pack_columns(label, model_inputs[features_lib.DENSE_KEY], ids)
 
 
 def _unpack(packed, schema: features_lib.FeatureSchema):
@@ -318,6 +326,25 @@ def _keep_rows(rows, keep):
                  lambda: tf.boolean_mask(rows, keep))
 
 
+def _tsv_line_check_fn(schema: features_lib.FeatureSchema,
+                       checker: _ChunkChecker, line_shards):
+  """check(filename, first line number, lines [n], valid [n]) -> (keep [n],
+  dependency): the lines of this shard that are valid, and the bad-row
+  handling (``checker``) of this shard's invalid lines."""
+  describe_bad = _bad_tsv_rows_fn(schema)
+
+  def check(filename, first_line, lines, valid):
+    n = tf.shape(lines, out_type=tf.int64)[0]
+    line_numbers = first_line + tf.range(n)
+    mine = _shard_mask(line_numbers, line_shards)
+    dependency = checker(
+        mine & ~valid,
+        lambda indices: describe_bad(filename, lines, line_numbers, indices))
+    return mine & valid, dependency
+
+  return check
+
+
 def _tsv_valid_lines_fn(schema: features_lib.FeatureSchema,
                         checker: _ChunkChecker, line_shards):
   """(filename, first line number, lines [n]) -> (valid lines, dependency).
@@ -327,17 +354,12 @@ def _tsv_valid_lines_fn(schema: features_lib.FeatureSchema,
   when a chunk has any; ``dependency`` raises or counts them (``checker``).
   """
   row_regex = _row_regex(schema.num_dense, len(schema.categorical))
-  describe_bad = _bad_tsv_rows_fn(schema)
+  check = _tsv_line_check_fn(schema, checker, line_shards)
 
   def valid_lines(filename, first_line, lines):
-    n = tf.shape(lines, out_type=tf.int64)[0]
-    line_numbers = first_line + tf.range(n)
-    valid = tf.strings.regex_full_match(lines, row_regex)
-    mine = _shard_mask(line_numbers, line_shards)
-    dependency = checker(
-        mine & ~valid,
-        lambda indices: describe_bad(filename, lines, line_numbers, indices))
-    return _keep_rows(lines, mine & valid), dependency
+    keep, dependency = check(filename, first_line, lines,
+                             tf.strings.regex_full_match(lines, row_regex))
+    return _keep_rows(lines, keep), dependency
 
   return valid_lines
 
@@ -442,13 +464,10 @@ def _tsv_packed_fn(schema: features_lib.FeatureSchema, checker: _ChunkChecker,
   def parse(filename, first_line, lines):
     good, dependency = valid_lines(filename, first_line, lines)
     label, dense, fields = _decode_valid_lines(good, schema)
-    parts = [tf.bitcast(label, tf.int32)[:, None]]
-    if schema.num_dense:
-      parts.append(tf.bitcast(features_lib.dense_transform(dense), tf.int32))
-    if schema.categorical:
-      parts.append(_field_ids(fields, 1 + schema.num_dense, schema))
+    ids = (_field_ids(fields, 1 + schema.num_dense, schema)
+           if schema.categorical else None)
     with tf.control_dependencies([dependency]):
-      return tf.concat(parts, axis=1)
+      return _pack_columns(label, features_lib.dense_transform(dense), ids)
 
   return parse
 
@@ -462,30 +481,23 @@ def _tsv_native_packed_fn(schema: features_lib.FeatureSchema,
   fields in one pass; the stock ops then only transform the dense values,
   map vocabulary features and pack.
   """
-  describe_bad = _bad_tsv_rows_fn(schema)
+  check = _tsv_line_check_fn(schema, checker, line_shards)
   moduli = [features_lib.hash_modulus(f) for f in schema.categorical]
   all_hashed = all(f.vocabulary is None for f in schema.categorical)
 
   def parse(filename, first_line, lines):
-    n = tf.shape(lines, out_type=tf.int64)[0]
-    line_numbers = first_line + tf.range(n)
     label, dense, hashes, valid = native.decode_criteo_rows(
         ops, lines, schema.num_dense, moduli)
-    mine = _shard_mask(line_numbers, line_shards)
-    dependency = checker(
-        mine & ~valid,
-        lambda indices: describe_bad(filename, lines, line_numbers, indices))
-    parts = [tf.bitcast(label, tf.int32)[:, None]]
-    if schema.num_dense:
-      parts.append(tf.bitcast(features_lib.dense_transform(dense), tf.int32))
+    keep, dependency = check(filename, first_line, lines, valid)
+    ids = None
     if schema.categorical and all_hashed:
-      parts.append(tf.cast(hashes, tf.int32))
+      ids = tf.cast(hashes, tf.int32)
     elif schema.categorical:
-      parts.append(tf.stack(
-          [features_lib.ids_from_hashes(hashes[:, k], feature)
-           for k, feature in enumerate(schema.categorical)], axis=1))
+      ids = tf.stack([features_lib.ids_from_hashes(hashes[:, k], feature)
+                      for k, feature in enumerate(schema.categorical)], axis=1)
+    packed = _pack_columns(label, features_lib.dense_transform(dense), ids)
     with tf.control_dependencies([dependency]):
-      return _keep_rows(tf.concat(parts, axis=1), mine & valid)
+      return _keep_rows(packed, keep)
 
   return parse
 
