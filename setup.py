@@ -19,8 +19,8 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["recsys_smelu", "recsys_smelu.*"]),
-    # The native input op's source, compiled on first use (data/native).
-    package_data={"recsys_smelu.data.native": ["*.cc"]},
+    # The native ops' C++ sources, compiled on first use (recsys_smelu/native).
+    package_data={"recsys_smelu.native": ["*.cc"]},
     # Ranges are what the test suite runs against; TFRS 0.7.7 needs Keras 2.
     install_requires=[
         "tensorflow>=2.21.0,<2.22",

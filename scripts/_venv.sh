@@ -16,9 +16,9 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "Installing recsys-smelu${EXTRAS:+[$EXTRAS]} into $VENV (first time: about 2 minutes)" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -e "$ROOT${EXTRAS:+[$EXTRAS]}"
-  # The native input op (recsys_smelu/data/native) would build on first use;
+  # The native ops (recsys_smelu/native) would build on first use;
   # build it now. Without a C++ compiler the stock TensorFlow ops are used.
-  "$VENV/bin/python" -m recsys_smelu.data.native >/dev/null \
-    || echo "Native input op not built (see above); stock TensorFlow ops will be used (slower)." >&2
+  "$VENV/bin/python" -m recsys_smelu.native >/dev/null \
+    || echo "Native ops not built (see above); stock TensorFlow ops will be used (slower)." >&2
   echo "$WANT" > "$STAMP"
 fi

@@ -30,7 +30,7 @@ import recsys_smelu  # noqa: E402,F401  (before tensorflow)
 from recsys_smelu.data import convert  # noqa: E402
 from recsys_smelu.data import criteo  # noqa: E402
 from recsys_smelu.data import features  # noqa: E402
-from recsys_smelu.data import native  # noqa: E402
+from recsys_smelu import native  # noqa: E402
 from recsys_smelu.data import synthetic  # noqa: E402
 
 

@@ -55,7 +55,7 @@ def require_native_compiler() -> None:
   compiler = shlex.split(os.environ.get("CXX", "c++"))[0]
   if shutil.which(compiler) is None:
     pytest.skip(f"no C++ compiler {compiler!r} to build the native ops "
-                "(recsys_smelu.data.native)")
+                "(recsys_smelu.native)")
 
 
 def write_lines(path: str, lines, *, newline_at_end: bool = True,

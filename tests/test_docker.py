@@ -281,7 +281,7 @@ def test_native_input_op_is_built_after_the_last_tensorflow_install(flavour):
         steps.append(("compiler", index))
       elif "pip" in words and "install" in words:
         steps.append(("pip", index))
-      elif words[:3] == ["python", "-m", "recsys_smelu.data.native"]:
+      elif words[:3] == ["python", "-m", "recsys_smelu.native"]:
         steps.append(("build", index))
   kinds = [kind for kind, _ in steps]
   assert "build" in kinds, f"{path}: the native input op is never built"

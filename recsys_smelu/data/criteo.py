@@ -16,7 +16,7 @@ a deterministic ``interleave``; each file's lines are batched into chunks of
 ``CHUNK_ROWS`` *before* any parsing, and a chunk is validated and
 transformed by whole-tensor ops in a parallel ``map``. For training, TSV
 lines go through one native op (``_tsv_native_packed_fn``: check, decode and
-hash in one pass per line, ``recsys_smelu.data.native``) or, when it is not
+hash in one pass per line, ``recsys_smelu.native``) or, when it is not
 built, through stock ops (``_tsv_packed_fn``: one RE2 pass per line, only the
 numeric columns decoded, the categorical fields from one split hashed
 together); both equal ``raw_to_model_inputs`` of the decoded raw row, which
@@ -44,7 +44,7 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from recsys_smelu.data import features as features_lib
-from recsys_smelu.data import native
+from recsys_smelu import native
 
 CHUNK_ROWS = 4096  # lines (gzip) or records (TFRecord) parsed together
 BLOCK_BYTES = 1 << 20  # plain text is read in blocks of this size
@@ -805,7 +805,7 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
   * ``drop_remainder`` defaults to ``training`` (static batch shape for
     training; every eval row is kept).
   * ``native_decoder``: TSV lines through the native op
-    (``recsys_smelu.data.native``): None = as ``RECSYS_SMELU_NATIVE_OPS``
+    (``recsys_smelu.native``): None = as ``RECSYS_SMELU_NATIVE_OPS``
     says (default: when it builds), True = required, False = stock ops.
   """
   if file_format not in FILE_FORMATS:

@@ -35,6 +35,7 @@ import tensorflow_recommenders as tfrs
 from recsys_smelu.config import ConfigError
 from recsys_smelu.data.features import DENSE_KEY, SPARSE_KEY, FeatureSchema
 from recsys_smelu.models import blocks
+from recsys_smelu.models import embedding_optimizers
 from recsys_smelu.models import schedules
 
 INTERACTIONS = ("dot", "cross", "concat")
@@ -80,7 +81,8 @@ def embedding_optimizer(config: ml_collections.ConfigDict):
                     "choose one of adagrad, adam, sgd")
 
 
-def keras_embedding_optimizer(tpu_optimizer, learning_rate=None
+def keras_embedding_optimizer(tpu_optimizer, learning_rate=None,
+                              fused: bool = True
                               ) -> tf.keras.optimizers.Optimizer:
   """The Keras twin of a TPU embedding optimizer, for tables on CPU/GPU.
 
@@ -96,6 +98,10 @@ def keras_embedding_optimizer(tpu_optimizer, learning_rate=None
   and rewrites every table row each step (measured ~30x slower on 100k-row
   tables), where the legacy one scatters only the rows looked up.
 
+  Adagrad is ``embedding_optimizers.FusedEmbeddingAdagrad``: the same
+  optimizer, with one native op updating all tables on CPU (``fused``: allow
+  it; ``CTRModel.compile(jit_compile=True)`` turns it off).
+
   ``learning_rate``: a float or schedule replacing the TPU optimizer's
   constant rate (warm-up/decay from ``models.schedules``).
   """
@@ -103,10 +109,10 @@ def keras_embedding_optimizer(tpu_optimizer, learning_rate=None
   lr = (float(tpu_optimizer.learning_rate) if learning_rate is None
         else learning_rate)
   if isinstance(tpu_optimizer, emb.Adagrad):
-    return tf.keras.optimizers.Adagrad(
+    return embedding_optimizers.FusedEmbeddingAdagrad(
         learning_rate=lr,
         initial_accumulator_value=tpu_optimizer.initial_accumulator_value,
-        name="embedding_adagrad")
+        fused=fused, name="embedding_adagrad")
   if isinstance(tpu_optimizer, emb.Adam):
     return tf.keras.optimizers.Adam(
         learning_rate=lr, beta_1=tpu_optimizer.beta_1,
@@ -408,9 +414,14 @@ class CTRModel(tfrs.models.Model):
     """Keras compile; wraps the optimizer for loss scaling under fp16.
 
     The dtype policy is set per layer, not globally, so Keras would not add
-    loss scaling by itself for 'mixed_float16'.
+    loss scaling by itself for 'mixed_float16'. With ``jit_compile`` the
+    embedding optimizer's native update is switched off (XLA cannot compile
+    custom ops).
     """
     super().compile(optimizer=optimizer, **kwargs)
+    if isinstance(self.embedding_optimizer,
+                  embedding_optimizers.FusedEmbeddingAdagrad):
+      self.embedding_optimizer.fused = not self.jit_compile
     if (self.mixed_precision == "mixed_float16" and not isinstance(
         self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)):
       self.optimizer = tf.keras.mixed_precision.LossScaleOptimizer(

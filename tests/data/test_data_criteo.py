@@ -17,7 +17,7 @@ from recsys_smelu import data as data_lib
 from recsys_smelu.data import convert
 from recsys_smelu.data import criteo
 from recsys_smelu.data import features
-from recsys_smelu.data import native
+from recsys_smelu import native
 import tensorflow as tf
 
 from conftest import (SMALL_CRITEO_SCHEMA, require_native_compiler,

@@ -1,14 +1,14 @@
-"""Builds (if needed) and loads the native input ops; prints the library path.
+"""Builds (if needed) and loads the native ops; prints the library path.
 
-``python -m recsys_smelu.data.native`` — run once after installing, so the
-first training run does not pay the ~10 s compile. Exits non-zero with the
+``python -m recsys_smelu.native`` — run once after installing, so the
+first training run does not pay the ~15 s compile. Exits non-zero with the
 compiler's message when the build fails.
 """
 
 import sys
 
 import recsys_smelu  # noqa: F401  (sets up TensorFlow before it is imported)
-from recsys_smelu.data import native
+from recsys_smelu import native
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from recsys_smelu.data import criteo
 from recsys_smelu.data import features
-from recsys_smelu.data import native
+from recsys_smelu import native
 import tensorflow as tf
 
 from conftest import require_native_compiler
