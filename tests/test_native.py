@@ -1,5 +1,6 @@
-"""Native Criteo line decoder: same verdicts and values as the stock ops; the
-build cache and the auto / required / off switch."""
+"""Native ops: the Criteo line decoder gives the stock ops' verdicts and
+values; the embedding Adagrad update gives the float32 reference bit for bit;
+the build cache and the auto / required / off switch."""
 
 from __future__ import annotations
 
@@ -115,7 +116,8 @@ def test_build_failure_names_the_compiler(tmp_path, monkeypatch):
   with pytest.raises(native.NativeOpsError, match="no-such-compiler-xyz"):
     native.build()
   monkeypatch.setenv("CXX", "false")  # runs, fails
-  with pytest.raises(native.NativeOpsError, match="compiling .*criteo_rows.cc"):
+  with pytest.raises(native.NativeOpsError,
+                     match="compiling .*criteo_rows.cc .*embedding_adagrad.cc"):
     native.build()
   assert os.listdir(tmp_path) == []  # no partial library left behind
 
@@ -140,3 +142,95 @@ def test_switch_auto_falls_back_required_raises_off_skips(monkeypatch):
   monkeypatch.setenv(native.ENV_SWITCH, "yes")
   with pytest.raises(native.NativeOpsError, match="RECSYS_SMELU_NATIVE_OPS"):
     native.load()
+
+
+# --------------------------------------------------------------------------
+# EmbeddingAdagradUpdate
+
+
+def _adagrad_reference(table, accumulator, indices, gradients, lr, epsilon):
+  """The op's rule in numpy float32 (every operation correctly rounded)."""
+  table, accumulator = table.copy(), accumulator.copy()
+  sums = {}
+  for index, row in zip(indices.tolist(), gradients):
+    sums[index] = sums.get(index, np.zeros_like(row)) + row
+  for index, g in sums.items():
+    accumulator[index] = accumulator[index] + g * g
+    denominator = np.sqrt(accumulator[index] + np.float32(epsilon))
+    table[index] = table[index] + (np.float32(-lr) * g) / denominator
+  return table, accumulator
+
+
+@pytest.mark.parametrize("index_dtype", [tf.int64, tf.int32])
+def test_embedding_adagrad_update_equals_float32_reference(ops, index_dtype):
+  rng = np.random.default_rng(3)
+  shapes = [(50, 4), (7, 3), (1000, 16)]
+  tables = [rng.normal(size=s).astype(np.float32) for s in shapes]
+  accumulators = [np.full(s, 0.1, np.float32) for s in shapes]
+  variables = [tf.Variable(t) for t in tables]
+  slots = [tf.Variable(a) for a in accumulators]
+  lr, epsilon = 0.05, 1e-7
+  initial_table_2, looked_up = tables[2].copy(), []
+  for step in range(3):
+    # Many duplicates (ids drawn from a few rows), gradients of mixed scale.
+    indices = [rng.integers(0, min(s[0], 9 + 500 * step), 64) for s in shapes]
+    gradients = [(rng.normal(size=(64, s[1])) * 10.0 ** rng.integers(-4, 2))
+                 .astype(np.float32) for s in shapes]
+    native.embedding_adagrad_update(
+        ops, variables, slots, [tf.constant(i, index_dtype) for i in indices],
+        [tf.constant(g) for g in gradients], tf.constant(lr, tf.float32),
+        epsilon)
+    looked_up.append(indices[2])
+    for t in range(len(shapes)):
+      tables[t], accumulators[t] = _adagrad_reference(
+          tables[t], accumulators[t], indices[t], gradients[t], lr, epsilon)
+      np.testing.assert_array_equal(variables[t].numpy(), tables[t])
+      np.testing.assert_array_equal(slots[t].numpy(), accumulators[t])
+  # Rows never looked up were not written (table 2 has 1000 rows, <= 192 ids).
+  touched = np.unique(np.concatenate(looked_up))
+  untouched = np.setdiff1d(np.arange(shapes[2][0]), touched)
+  assert untouched.size > 500
+  np.testing.assert_array_equal(variables[2].numpy()[untouched],
+                                initial_table_2[untouched])
+  np.testing.assert_array_equal(slots[2].numpy()[untouched], np.float32(0.1))
+
+
+def test_embedding_adagrad_update_leaves_earlier_dense_reads_alone(ops):
+  table = tf.Variable(tf.ones([4, 2]))
+  accumulator = tf.Variable(tf.fill([4, 2], 0.1))
+  before = table.read_value()  # shares the buffer until the op copies it
+  native.embedding_adagrad_update(
+      ops, [table], [accumulator], [tf.constant([1, 1], tf.int64)],
+      [tf.constant([[1.0, 2.0], [3.0, 4.0]])], tf.constant(1.0), 0.0)
+  np.testing.assert_array_equal(before.numpy(), np.ones([4, 2], np.float32))
+  expected, _ = _adagrad_reference(
+      np.ones([4, 2], np.float32), np.full([4, 2], 0.1, np.float32),
+      np.array([1, 1]), np.array([[1, 2], [3, 4]], np.float32), 1.0, 0.0)
+  np.testing.assert_array_equal(table.numpy(), expected)
+
+
+def test_embedding_adagrad_update_rejects_bad_input(ops):
+  tables = [tf.Variable(tf.zeros([5, 2])), tf.Variable(tf.zeros([3, 2]))]
+  slots = [tf.Variable(tf.fill([5, 2], 0.1)), tf.Variable(tf.fill([3, 2], 0.1))]
+  good = tf.constant([0, 1], tf.int64)
+  grads = [tf.ones([2, 2]), tf.ones([2, 2])]
+  lr = tf.constant(0.1)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="table 1: index 3 is outside \\[0, 3\\)"):
+    native.embedding_adagrad_update(
+        ops, tables, slots, [good, tf.constant([0, 3], tf.int64)], grads, lr,
+        1e-7)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="table 0: indices"):
+    native.embedding_adagrad_update(
+        ops, tables, slots, [good, good], [tf.ones([2, 3]), grads[1]], lr,
+        1e-7)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="table 0: table shape"):
+    native.embedding_adagrad_update(
+        ops, tables[:1], [tf.Variable(tf.zeros([4, 2]))], [good], grads[:1],
+        lr, 1e-7)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="float32"):
+    native.embedding_adagrad_update(
+        ops, [tf.Variable(tf.zeros([5, 2], tf.float64))],
+        [tf.Variable(tf.zeros([5, 2], tf.float64))], [good], grads[:1], lr,
+        1e-7)
