@@ -37,12 +37,15 @@ float32, float64). Parameters that are tensors or variables receive gradients
 given as Python numbers or numpy arrays are constants.
 
 Speed: in graph mode (``tf.function`` without ``jit_compile``) the forward and
-the backward expressions each run as one small XLA-compiled function, i.e. one
-fused pass over memory instead of one TF kernel per elementwise op; this makes
-SmeLU as fast as ReLU there. Eager mode runs the plain ops, and an outer
-``jit_compile``/TPU function inlines them. :func:`set_fused_kernels` /
-:func:`fused_kernels` (or ``RECSYS_SMELU_FUSED_ACTIVATIONS=0``) switch this
-off, e.g. for graphs exported to a server without XLA's JIT.
+the backward expressions each run as one fused pass over memory instead of one
+TF kernel per elementwise op: SmeLU with a constant beta on float32 through
+the native CPU ops ``SmeluForward``/``SmeluBackward`` (``recsys_smelu.native``,
+bit-identical to the plain ops; used on hosts without GPUs when the native
+ops are available), everything else as one small XLA-compiled function per
+pass. Eager mode runs the plain ops, and an outer ``jit_compile``/TPU
+function inlines them. :func:`set_fused_kernels` / :func:`fused_kernels` (or
+``RECSYS_SMELU_FUSED_ACTIVATIONS=0``) switch both off, e.g. for graphs
+exported to a server without XLA's JIT or the native ops.
 
 Keras layers: :class:`SmeLU` and :class:`GeneralizedSmeLU`, with fixed or
 trainable parameters (per layer, or per unit over the last axis). Registry:
@@ -59,6 +62,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
+
+from recsys_smelu import native
 
 _PACKAGE = "recsys_smelu"
 
@@ -245,8 +250,41 @@ def smelu(x, beta=1.0) -> tf.Tensor:
     raise ValueError(f"smelu needs a floating input, got {x.dtype.name}")
   if not _is_tensor_param(beta):
     _check_constant_param("beta", beta, positive=True)
+  ops = _native_smelu_ops(x, beta)
+  if ops is not None:
+    return _native_smelu(ops, x, float(beta))
   return _apply_with_param_grads(
       x, {"beta": beta}, _smelu_forward, _smelu_backward)
+
+
+def _native_smelu_ops(x: tf.Tensor, beta: Any):
+  """The native ops module when ``smelu(x, beta)`` may use it, else None.
+
+  Only while tracing a graph outside XLA (custom ops do not compile there)
+  with fused kernels on, for float32 ``x`` and a constant scalar beta, on a
+  host without GPUs (the ops have CPU kernels only).
+  """
+  if tf.executing_eagerly() or not _fused_kernels_enabled:
+    return None
+  if x.dtype != tf.float32 or _is_tensor_param(beta) or np.ndim(beta) != 0:
+    return None
+  if native.building_xla_graph():
+    return None
+  if tf.config.list_logical_devices("GPU"):
+    return None
+  return native.load()
+
+
+def _native_smelu(ops, x: tf.Tensor, beta: float) -> tf.Tensor:
+  """``smelu(x, beta)`` through ``SmeluForward``/``SmeluBackward``."""
+
+  @tf.custom_gradient
+  def _op(x):
+    def _grad(dy):
+      return native.smelu_backward(ops, x, dy, beta)
+    return native.smelu_forward(ops, x, beta), _grad
+
+  return _op(x)
 
 
 def _gsmelu_forward(x, g_neg, g_pos, alpha, beta, t):

@@ -101,3 +101,10 @@ def run_python(args: list[str], env: dict | None = None, timeout: int = 300,
   full_env.update(env or {})
   return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=full_env,
                         capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def graph_op_types(concrete_function) -> set[str]:
+  """Op types in a traced function and in every function it calls."""
+  graph_def = concrete_function.graph.as_graph_def()
+  return {n.op for n in graph_def.node} | {
+      n.op for f in graph_def.library.function for n in f.node_def}

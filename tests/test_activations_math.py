@@ -8,8 +8,11 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from recsys_smelu import activations
+from recsys_smelu import native
 from recsys_smelu.activations import gsmelu, smelu
 import tensorflow as tf
+
+from conftest import graph_op_types, require_native_compiler
 
 F64 = tf.float64
 
@@ -337,3 +340,64 @@ def test_graph_fused_and_unfused_paths_agree():
     for got, want in zip(tf.nest.flatten(path(x)), eager):
       np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6,
                                  atol=1e-6)
+
+
+# --- the native SmeLU ops ----------------------------------------------------
+
+
+def _native_required(monkeypatch):
+  require_native_compiler()
+  monkeypatch.setenv(native.ENV_SWITCH, "1")
+
+
+def _value_and_input_grad(x, beta, dy):
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = smelu(x, beta)
+  return y, tape.gradient(y, x, output_gradients=dy)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 3.0])
+def test_native_smelu_is_bit_identical_to_the_plain_ops(beta, monkeypatch):
+  _native_required(monkeypatch)
+  b = np.float32(beta)
+  specials = [np.nan, -np.inf, np.inf, -0.0, 0.0, b, -b, 2 * b, -2 * b,
+              np.nextafter(b, np.float32(0)), np.nextafter(b, np.float32(9)),
+              np.nextafter(-b, np.float32(0)), np.nextafter(-b, np.float32(-9)),
+              1e-30, -1e-30, 3e38, -3e38]
+  rng = np.random.default_rng(int(beta * 10))
+  values = np.concatenate([np.array(specials, np.float32),
+                           rng.normal(0, 2 * beta, 4000).astype(np.float32)])
+  x = tf.constant(values)
+  dy = tf.constant(rng.normal(size=values.shape).astype(np.float32))
+  traced = tf.function(_value_and_input_grad).get_concrete_function(x, beta, dy)
+  assert {"SmeluForward", "SmeluBackward"} <= graph_op_types(traced)
+  y, dx = traced(x, dy)
+  want_y, want_dx = _value_and_input_grad(x, beta, dy)  # eager: plain ops
+  np.testing.assert_array_equal(y.numpy(), want_y.numpy())
+  np.testing.assert_array_equal(dx.numpy(), want_dx.numpy())
+  assert np.isnan(y.numpy()[0]) and y.numpy()[1] == 0 and y.numpy()[2] == np.inf
+
+
+@pytest.mark.parametrize("case", ["xla", "trainable_beta", "float16",
+                                  "fused_off", "native_off"])
+def test_native_smelu_only_where_it_applies(case, monkeypatch):
+  _native_required(monkeypatch)
+  if case == "native_off":
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
+  dtype = tf.float16 if case == "float16" else tf.float32
+  x = tf.constant(_XS, dtype)
+  beta = tf.Variable(0.5) if case == "trainable_beta" else 0.5
+
+  def step(x):
+    return _grad(smelu, x)[1] if case != "trainable_beta" else _grad(
+        smelu, x, beta)[1]
+
+  function = tf.function(step, jit_compile=case == "xla")
+  if case == "fused_off":
+    with activations.fused_kernels(False):
+      traced = function.get_concrete_function(x)
+  else:
+    traced = function.get_concrete_function(x)
+  assert "SmeluForward" not in graph_op_types(traced)
+  assert np.all(np.isfinite(tf.nest.flatten(traced(x))[0].numpy()))

@@ -119,9 +119,10 @@ def test_trainer_export_layout_and_assets(trained):
     assert json.load(f) == json.load(g)
 
 
-def test_serving_graph_needs_no_xla_jit(trained):
-  """SmeLU's fused XLA kernels are for training; TF Serving's CPU build has no
-  XLA JIT, so no exported function may be marked must-compile."""
+def test_serving_graph_needs_no_xla_jit_and_no_native_ops(trained):
+  """SmeLU's fused XLA kernels and native ops are for training; TF Serving's
+  CPU build has no XLA JIT and none of our ops, so no exported function may be
+  marked must-compile or use an op of ``recsys_smelu.native``."""
   from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
   version_dir = os.path.join(trained["model_dir"], "export", str(trained["step"]))
   proto = saved_model_pb2.SavedModel()
@@ -133,6 +134,13 @@ def test_serving_graph_needs_no_xla_jit(trained):
                   if f.attr.get("_XlaMustCompile") and
                   f.attr["_XlaMustCompile"].b]
   assert not must_compile, must_compile
+  graph = proto.meta_graphs[0].graph_def
+  op_types = {n.op for n in graph.node} | {
+      n.op for f in functions for n in f.node_def}
+  assert "MatMul" in op_types
+  native_ops = {"SmeluForward", "SmeluBackward", "EmbeddingAdagradUpdate",
+                "DecodeCriteoRows"}
+  assert not op_types & native_ops, op_types & native_ops
 
 
 def test_signatures_equal_keras_model_on_eval_rows(trained, rows, schema):

@@ -81,8 +81,7 @@ def embedding_optimizer(config: ml_collections.ConfigDict):
                     "choose one of adagrad, adam, sgd")
 
 
-def keras_embedding_optimizer(tpu_optimizer, learning_rate=None,
-                              fused: bool = True
+def keras_embedding_optimizer(tpu_optimizer, learning_rate=None
                               ) -> tf.keras.optimizers.Optimizer:
   """The Keras twin of a TPU embedding optimizer, for tables on CPU/GPU.
 
@@ -99,8 +98,7 @@ def keras_embedding_optimizer(tpu_optimizer, learning_rate=None,
   tables), where the legacy one scatters only the rows looked up.
 
   Adagrad is ``embedding_optimizers.FusedEmbeddingAdagrad``: the same
-  optimizer, with one native op updating all tables on CPU (``fused``: allow
-  it; ``CTRModel.compile(jit_compile=True)`` turns it off).
+  optimizer, with one native op updating all tables on CPU outside XLA.
 
   ``learning_rate``: a float or schedule replacing the TPU optimizer's
   constant rate (warm-up/decay from ``models.schedules``).
@@ -112,7 +110,7 @@ def keras_embedding_optimizer(tpu_optimizer, learning_rate=None,
     return embedding_optimizers.FusedEmbeddingAdagrad(
         learning_rate=lr,
         initial_accumulator_value=tpu_optimizer.initial_accumulator_value,
-        fused=fused, name="embedding_adagrad")
+        name="embedding_adagrad")
   if isinstance(tpu_optimizer, emb.Adam):
     return tf.keras.optimizers.Adam(
         learning_rate=lr, beta_1=tpu_optimizer.beta_1,
@@ -414,14 +412,9 @@ class CTRModel(tfrs.models.Model):
     """Keras compile; wraps the optimizer for loss scaling under fp16.
 
     The dtype policy is set per layer, not globally, so Keras would not add
-    loss scaling by itself for 'mixed_float16'. With ``jit_compile`` the
-    embedding optimizer's native update is switched off (XLA cannot compile
-    custom ops).
+    loss scaling by itself for 'mixed_float16'.
     """
     super().compile(optimizer=optimizer, **kwargs)
-    if isinstance(self.embedding_optimizer,
-                  embedding_optimizers.FusedEmbeddingAdagrad):
-      self.embedding_optimizer.fused = not self.jit_compile
     if (self.mixed_precision == "mixed_float16" and not isinstance(
         self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)):
       self.optimizer = tf.keras.mixed_precision.LossScaleOptimizer(

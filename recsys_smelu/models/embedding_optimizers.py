@@ -16,9 +16,8 @@ this 2-core CPU that was about 4 ms of an 11 ms step; the fused op updates the
 26 tables in parallel, prefetching rows, in about 1.4 ms.
 
 The fused path is taken only where it is exact to use: every gradient is an
-``IndexedSlices`` of a float32 CPU variable, the step is not compiled with
-XLA (``CTRModel.compile(jit_compile=True)`` sets ``fused=False``; custom ops
-do not compile), no distribution strategy
+``IndexedSlices`` of a float32 CPU variable, the step is not being compiled
+with XLA (``jit_compile``; custom ops do not compile), no distribution strategy
 is active (Mirrored/MultiWorker updates go per replica through Keras), and no
 clipping, weight decay, EMA or constraint is configured. Otherwise, or when
 ``RECSYS_SMELU_NATIVE_OPS`` turns the native ops off or they cannot be built,
@@ -41,9 +40,8 @@ class FusedEmbeddingAdagrad(tf.keras.optimizers.Adagrad):
   """Keras Adagrad with the fused CPU update for sparse table gradients.
 
   Args:
-    fused: allow the native update (False under XLA, where custom ops do not
-      compile). Whether it is used also depends on the conditions in the
-      module docstring.
+    fused: allow the native update; whether it is used also depends on the
+      conditions in the module docstring.
     **kwargs: ``tf.keras.optimizers.Adagrad`` arguments.
   """
 
@@ -56,7 +54,7 @@ class FusedEmbeddingAdagrad(tf.keras.optimizers.Adagrad):
 
   def fused_update_applies(self, grads_and_vars) -> bool:
     """Whether ``apply_gradients(grads_and_vars)`` takes the native op."""
-    if not self.fused or not grads_and_vars:
+    if not self.fused or not grads_and_vars or native.building_xla_graph():
       return False
     if tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
       return False

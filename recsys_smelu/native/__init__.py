@@ -13,9 +13,15 @@ Two hot spots of CPU training where stock ops cost several times the work:
   segment sum, two scatters, a gather, element-wise ops), about 4 ms for 26
   tables at batch 1024; the op updates all tables in one pass with the rows
   prefetched, about 1.4 ms (``models.embedding_optimizers``).
+* ``SmeluForward`` / ``SmeluBackward`` (``smelu.cc``), training: SmeLU with a
+  constant beta in one pass over memory each, bit-identical to the stock-op
+  expression (``activations.smelu``); ReLU is fused into the matmul, and
+  SmeLU's XLA-fused kernels pay an XLA launch per call, which at batch 1024
+  cost SmeLU about 8% of ReLU's training rate.
 
-Both are CPU-only; models and SavedModels never contain them (XLA, GPU and
-TPU use the stock ops).
+All are CPU-only and used only when tracing a graph outside XLA on a host
+without GPUs; SavedModels are exported with stock ops (XLA, GPU and TPU use
+the stock ops too).
 
 Build: ``$CXX`` (default ``c++``) compiles the sources against the installed
 TensorFlow's headers and library (``tf.sysconfig``) in about 15 s, once, into
@@ -40,6 +46,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import platform
 import shlex
 import subprocess
 import tempfile
@@ -50,13 +57,20 @@ from absl import logging
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_FILES = tuple(os.path.join(_HERE, name)
-                     for name in ("criteo_rows.cc", "embedding_adagrad.cc"))
+                     for name in ("criteo_rows.cc", "embedding_adagrad.cc",
+                                  "smelu.cc"))
 ENV_SWITCH = "RECSYS_SMELU_NATIVE_OPS"
 _SWITCH_VALUES = ("auto", "1", "0")
 # -ffp-contract=off: no fused multiply-adds, so the float arithmetic is the
 # rounding the sources spell out, on every compiler and CPU.
-_CXX_FLAGS = ("-O2", "-shared", "-fPIC", "-ffp-contract=off",
-              "-Wno-deprecated-declarations")
+# -fno-trapping-math: lets -O3 vectorize loops with float comparisons (GCC
+# otherwise treats them as branches that may raise FP exceptions); values do
+# not change, only the FP exception flags, which nothing reads.
+_CXX_FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off",
+              "-fno-trapping-math", "-Wno-deprecated-declarations")
+# TensorFlow's x86-64 wheels require AVX, so the ops may use it too.
+_ARCH_FLAGS = {"x86_64": ("-mavx",), "amd64": ("-mavx",)}
+_MAX_COMPILER_OUTPUT = 4000
 
 
 class NativeOpsError(RuntimeError):
@@ -87,6 +101,7 @@ def _compile_command(output: str) -> list[str]:
   include = tf.sysconfig.get_include()
   farmhash = os.path.join(include, "external", "farmhash_archive", "src")
   return [*shlex.split(os.environ.get("CXX", "c++")), *_CXX_FLAGS,
+          *_ARCH_FLAGS.get(platform.machine().lower(), ()),
           *SOURCE_FILES, "-o", output, f"-I{farmhash}",
           *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
 
@@ -129,9 +144,16 @@ def build() -> str:
     os.unlink(partial)
     raise NativeOpsError(
         f"compiling {' '.join(SOURCE_FILES)} failed (exit {result.returncode}):\n"
-        f"{shlex.join(command)}\n{result.stderr[-4000:]}")
+        f"{shlex.join(command)}\n{_compiler_errors(result.stderr)}")
   os.replace(partial, path)
   return path
+
+
+def _compiler_errors(stderr: str) -> str:
+  """The compiler's error lines (TF's headers add many warnings), else its
+  output's end."""
+  errors = "\n".join(line for line in stderr.splitlines() if "error" in line)
+  return (errors or stderr)[-_MAX_COMPILER_OUTPUT:]
 
 
 _lock = threading.Lock()
@@ -192,6 +214,15 @@ def decode_criteo_rows(module, lines, num_dense: int, moduli: Sequence[int]):
                                    moduli=list(moduli))
 
 
+def building_xla_graph() -> bool:
+  """Whether ops built now go into an XLA computation (``jit_compile``, TPU),
+  where custom ops cannot compile."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.ops import control_flow_util  # pylint: disable=g-import-not-at-top
+  return control_flow_util.GraphOrParentsInXlaContext(
+      tf.compat.v1.get_default_graph())
+
+
 def embedding_adagrad_update(module, tables: Sequence, accumulators: Sequence,
                              indices: Sequence, gradients: Sequence,
                              learning_rate, epsilon: float):
@@ -220,3 +251,13 @@ def embedding_adagrad_update(module, tables: Sequence, accumulators: Sequence,
       accumulators=[a.handle for a in accumulators],
       indices=list(indices), gradients=list(gradients),
       learning_rate=learning_rate, epsilon=float(epsilon))
+
+
+def smelu_forward(module, x, beta: float):
+  """``max(x, beta h^2)``, h = clip((x + beta) / (beta + beta), 0, 1); float32."""
+  return module.smelu_forward(x, beta=float(beta))
+
+
+def smelu_backward(module, x, dy, beta: float):
+  """``dy * clip((x + beta) / (beta + beta), 0, 1)``; float32."""
+  return module.smelu_backward(x, dy, beta=float(beta))
