@@ -74,6 +74,30 @@ def test_training_learns_something(synthetic_dir, tmp_path):
   assert result.eval_metrics["auc"] > 0.6, result.eval_metrics
 
 
+def test_gc_is_frozen_after_the_first_step_and_unfrozen_at_the_end(
+    synthetic_dir, tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(train_lib.gc, "freeze", lambda: calls.append(
+      ("freeze", int(model_step()))))
+  monkeypatch.setattr(train_lib.gc, "unfreeze", lambda: calls.append(
+      ("unfreeze", int(model_step()))))
+  built = []
+  original_build = train_lib.build
+
+  def build(*args, **kwargs):
+    built.append(original_build(*args, **kwargs))
+    return built[-1]
+
+  def model_step():
+    return built[0][0].optimizer.iterations.numpy()
+
+  monkeypatch.setattr(train_lib, "build", build)
+  train_lib.train(tiny_config(synthetic_dir, train__steps=6,
+                              train__checkpoint_every=3),
+                  str(tmp_path / "run"), mode="train", interactive=False)
+  assert calls == [("freeze", 1), ("unfreeze", 6)]
+
+
 def test_resume_continues_from_checkpoint(synthetic_dir, tmp_path):
   model_dir = str(tmp_path / "run")
   first = train_lib.train(tiny_config(synthetic_dir, train__steps=10),
