@@ -239,8 +239,11 @@ def _worker_ours(args) -> dict[str, Any]:
     intervals.append((previous, step, rate))
     previous = step
   shutil.rmtree(model_dir, ignore_errors=True)
+  from recsys_smelu import native  # pylint: disable=g-import-not-at-top
   return {
       "examples_per_s": steady_rate(intervals, BATCH_SIZE, args.warmup_steps),
+      # The native CPU ops (embedding Adagrad, SmeLU) built and in use.
+      "native_ops": native.load() is not None,
       "trainer_median_examples_per_s": result.examples_per_second,
       "final_step": result.step,
       "wall_s": round(wall, 1),
