@@ -257,10 +257,13 @@ class _TrainingMonitor(tf.keras.callbacks.Callback):
     if self._bad_rows is not None and self._bad_rows.total:
       logging.warning("Training data so far: %s", self._bad_rows.summary())
 
-  def on_train_end(self, logs=None):
+  def unfreeze_gc(self) -> None:
     if self._froze_gc:
       gc.unfreeze()
       self._froze_gc = False
+
+  def on_train_end(self, logs=None):
+    self.unfreeze_gc()
     if self._bar is not None:
       self._bar.close()
     if self._writer is not None:
@@ -492,8 +495,12 @@ def _fit(config, model, manager, strategy, work_dir, bad_rows, interactive
   monitor = _TrainingMonitor(manager, t.steps, t.batch_size, t.log_every, writer,
                              interactive, bad_rows)
   epochs = math.ceil(t.steps / t.checkpoint_every)
-  model.fit(dataset, epochs=epochs, initial_epoch=start // t.checkpoint_every,
-            steps_per_epoch=t.checkpoint_every, callbacks=[monitor], verbose=0)
+  try:
+    model.fit(dataset, epochs=epochs, initial_epoch=start // t.checkpoint_every,
+              steps_per_epoch=t.checkpoint_every, callbacks=[monitor],
+              verbose=0)
+  finally:
+    monitor.unfreeze_gc()  # also when fit raises
   if monitor.non_finite_step is not None:
     raise NonFiniteLossError(
         f"training loss became NaN/Inf at step {monitor.non_finite_step} "

@@ -401,3 +401,15 @@ def test_native_smelu_only_where_it_applies(case, monkeypatch):
     traced = function.get_concrete_function(x)
   assert "SmeluForward" not in graph_op_types(traced)
   assert np.all(np.isfinite(tf.nest.flatten(traced(x))[0].numpy()))
+
+
+def test_native_smelu_split_over_threads_is_bit_identical(monkeypatch):
+  """Tensors over 2^20 elements run on the intra-op pool (smaller: inline)."""
+  _native_required(monkeypatch)
+  rng = np.random.default_rng(7)
+  x = tf.constant(rng.normal(0, 2, (2**20 + 37,)).astype(np.float32))
+  dy = tf.constant(rng.normal(size=x.shape).astype(np.float32))
+  traced = tf.function(_value_and_input_grad).get_concrete_function(x, 0.7, dy)
+  assert "SmeluForward" in graph_op_types(traced)
+  for got, want in zip(traced(x, dy), _value_and_input_grad(x, 0.7, dy)):
+    np.testing.assert_array_equal(got.numpy(), want.numpy())

@@ -267,7 +267,7 @@ def test_readme_mentions_only_declared_console_scripts():
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_native_input_op_is_built_after_the_last_tensorflow_install(flavour):
+def test_native_ops_are_built_after_the_last_tensorflow_install(flavour):
   """The op compiles against the TensorFlow in the image (tensorflow-tpu in the
   TPU image), with g++ installed first, into a cache directory set by ENV."""
   path, instructions = load(flavour)
@@ -284,9 +284,9 @@ def test_native_input_op_is_built_after_the_last_tensorflow_install(flavour):
       elif words[:3] == ["python", "-m", "recsys_smelu.native"]:
         steps.append(("build", index))
   kinds = [kind for kind, _ in steps]
-  assert "build" in kinds, f"{path}: the native input op is never built"
+  assert "build" in kinds, f"{path}: the native ops are never built"
   assert "compiler" in kinds[:kinds.index("build")], (
-      f"{path}: g++ must be installed before the native op is built")
+      f"{path}: g++ must be installed before the native ops are built")
   assert "pip" not in kinds[kinds.index("build"):], (
       f"{path}: a pip install after the native build may change TensorFlow")
   envs = " ".join(args for _, op, args in instructions if op == "ENV")

@@ -56,9 +56,20 @@ inline float Slope(float x, float beta, float two_beta) {
   return ClipUnit((x + beta) / two_beta);
 }
 
-// Runs body(begin, end) over [0, n) on the intra-op thread pool.
+// Tensors up to this many elements are done on the calling thread: a CTR
+// MLP's activations (1024 x 256 = 262k) take about 0.1 ms vectorized, and
+// splitting them over the intra-op pool measured slower in training, where
+// the input pipeline keeps the other cores busy.
+constexpr int64_t kInlineElements = int64_t{1} << 20;
+
+// Runs body(begin, end) over [0, n): inline when small, else on the intra-op
+// thread pool.
 template <typename Body>
 void ForEachBlock(OpKernelContext* ctx, int64_t n, Body body) {
+  if (n <= kInlineElements) {
+    body(0, n);
+    return;
+  }
   auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
   pool->ParallelFor(n, /*cost_per_unit=*/8, body);
 }
