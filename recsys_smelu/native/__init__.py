@@ -1,6 +1,6 @@
 """Native (C++) TensorFlow CPU ops, compiled on first use.
 
-Two hot spots of CPU training where stock ops cost several times the work:
+Three hot spots of CPU training where stock ops cost several times the work:
 
 * ``DecodeCriteoRows`` (``criteo_rows.cc``), input pipeline: the Criteo TSV
   path spends about 1.6 µs of CPU per row in stock ops (RE2 row check, field
@@ -19,9 +19,10 @@ Two hot spots of CPU training where stock ops cost several times the work:
   SmeLU's XLA-fused kernels pay an XLA launch per call, which at batch 1024
   cost SmeLU about 8% of ReLU's training rate.
 
-All are CPU-only and used only when tracing a graph outside XLA on a host
-without GPUs; SavedModels are exported with stock ops (XLA, GPU and TPU use
-the stock ops too).
+All are CPU-only. The training ops are used only in graphs not compiled by
+XLA, on CPU (see ``activations.smelu`` and ``FusedEmbeddingAdagrad`` for the
+exact conditions); SavedModels are exported with stock ops, and XLA, GPU and
+TPU use the stock ops too.
 
 Build: ``$CXX`` (default ``c++``) compiles the sources against the installed
 TensorFlow's headers and library (``tf.sysconfig``) in about 15 s, once, into
@@ -35,8 +36,8 @@ time (``scripts/_venv.sh`` and the Docker images do).
 
 * ``auto`` (default): use the native ops when they build and load; otherwise
   log one warning with the reason and use the stock-op paths (slower; the
-  decoder's results are identical, the Adagrad update's agree to float32
-  rounding, see ``embedding_adagrad_update``).
+  decoder's and SmeLU's results are identical, the Adagrad update's agree to
+  float32 rounding, see ``embedding_adagrad_update``).
 * ``1``: require it; ``NativeOpsError`` when it cannot be built.
 * ``0``: never build or use it.
 """
