@@ -144,3 +144,16 @@ def test_model_trains_its_tables_with_the_native_op_except_under_xla():
   assert "EmbeddingAdagradUpdate" not in graph_op_types(
       train_function.get_concrete_function(dataset))
   model.fit(dataset, steps_per_epoch=2, verbose=0)  # compiles: stock ops only
+
+
+def test_tables_with_int32_and_int64_ids_in_one_step():
+  fused = embedding_optimizers.FusedEmbeddingAdagrad(0.3)
+  keras = tf.keras.optimizers.Adagrad(0.3)
+  fused_tables, keras_tables = _tables(), _tables()
+  ids = _batches(1)[0]
+  mixed = [tf.cast(ids[0], tf.int32), ids[1]]
+  assert "EmbeddingAdagradUpdate" in _graph_ops(fused, fused_tables, mixed)
+  _lookup_step(fused, fused_tables, mixed)
+  _lookup_step(keras, keras_tables, mixed)
+  for a, b in zip(fused_tables, keras_tables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-6, atol=1e-7)

@@ -84,9 +84,12 @@ class FusedEmbeddingAdagrad(tf.keras.optimizers.Adagrad):
         self.build(variables)
       accumulators = [self._accumulators[self._index_dict[self._var_key(v)]]
                       for v in variables]
+      indices = [g.indices for g, _ in grads_and_vars]
+      if len({i.dtype for i in indices}) > 1:  # the op takes one index dtype
+        indices = [tf.cast(i, tf.int64) for i in indices]
       native.embedding_adagrad_update(
           native.load(), variables, accumulators,
-          indices=[tf.cast(g.indices, tf.int64) for g, _ in grads_and_vars],
+          indices=indices,
           gradients=[g.values for g, _ in grads_and_vars],
           learning_rate=tf.cast(self.learning_rate, tf.float32),
           epsilon=self.epsilon)

@@ -244,7 +244,8 @@ def embedding_adagrad_update(module, tables: Sequence, accumulators: Sequence,
   parallel on the intra-op thread pool, each under its variables' locks.
 
   ``tables``/``accumulators``: float32 resource variables [rows, dim] on CPU;
-  ``indices``: int64 [n_t]; ``gradients``: float32 [n_t, dim]. An index
+  ``indices``: [n_t], all int32 or all int64; ``gradients``: float32
+  [n_t, dim]. An index
   outside [0, rows) raises ``InvalidArgumentError`` naming the table.
   """
   return module.embedding_adagrad_update(

@@ -80,10 +80,12 @@ class SmeluOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("beta", &beta_));
     OP_REQUIRES(ctx, beta_ > 0.0f && beta_ < 3.0e38f,
                 InvalidArgument("beta must be finite and > 0, got ", beta_));
+    two_beta_ = beta_ + beta_;
   }
 
  protected:
   float beta_;
+  float two_beta_;
 };
 
 class SmeluForwardOp : public SmeluOp {
@@ -97,7 +99,7 @@ class SmeluForwardOp : public SmeluOp {
     const float* in = x.flat<float>().data();
     float* out = y->flat<float>().data();
     const float beta = beta_;
-    const float two_beta = beta + beta;
+    const float two_beta = two_beta_;
     ForEachBlock(ctx, x.NumElements(), [=](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const float v = in[i];
@@ -127,7 +129,7 @@ class SmeluBackwardOp : public SmeluOp {
     const float* grad = dy.flat<float>().data();
     float* out = dx->flat<float>().data();
     const float beta = beta_;
-    const float two_beta = beta + beta;
+    const float two_beta = two_beta_;
     ForEachBlock(ctx, x.NumElements(), [=](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         out[i] = grad[i] * Slope(in[i], beta, two_beta);
