@@ -121,8 +121,9 @@ def _sum_to_shape(grad: tf.Tensor, param: tf.Tensor) -> tf.Tensor:
 # and backward take ~11 passes against ReLU's 2, and memory traffic sets the
 # cost. We therefore run the forward and the backward expression each as one
 # small XLA-compiled function (one fused loop), one pass each like ReLU
-# (docs/benchmarks.md#activations measures both). Inside an outer jit_compile / TPU function they are simply inlined;
-# in eager mode the plain ops run (no per-shape compilation).
+# (docs/benchmarks.md#activations measures both). Inside an outer
+# jit_compile / TPU function they are simply inlined; in eager mode the plain
+# ops run (no per-shape compilation).
 _fused_kernels_enabled = os.environ.get(
     "RECSYS_SMELU_FUSED_ACTIVATIONS", "1").strip().lower() not in (
         "0", "false", "no")
