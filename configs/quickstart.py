@@ -1,10 +1,10 @@
-"""Quickstart: small DLRM on the built-in synthetic data (~40 s per model).
+"""Quickstart: small DLRM on the built-in synthetic data.
 
 Data: ``scripts/quickstart.sh`` generates it into ``data/quickstart`` with
 ``python -m recsys_smelu.data.synthetic --num_train=300000 --num_eval=20000
 --seed=0`` (known true CTR per eval example, so reports show the excess log
-loss over the Bayes-optimal model). About 40 s per model when two train at
-once on 2 CPU cores.
+loss over the Bayes-optimal model). Sized for a CPU; the measured time is in
+docs/benchmarks.md#quickstart-run-time.
 
   python -m recsys_smelu.train --config=configs/quickstart.py --model_dir=/tmp/q
   python -m recsys_smelu.train --config=configs/quickstart.py:smelu ...

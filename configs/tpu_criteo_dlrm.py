@@ -10,8 +10,10 @@ Launch from a TPU VM (see README "Running on Cloud TPU")::
 What differs from ``criteo_dlrm.py``: mixed_bfloat16 compute; the global batch
 is split across the TPU cores (65,536 = 2,048 per core on a v4-32's 32 cores);
 ``steps_per_execution`` large so the host loop does not starve the TPU; the
-embedding optimizer runs on the TPU's embedding engine (TFRS TPUEmbedding
-translates the Keras Adagrad into tf.tpu.experimental.embedding.Adagrad).
+embedding optimizer runs on the TPU's embedding engine (the model builds a
+tf.tpu.experimental.embedding.Adagrad from ``train.embedding_optimizer`` and
+hands it to TFRS TPUEmbedding; only on CPU/GPU is it translated into a Keras
+optimizer).
 """
 
 import os

@@ -118,11 +118,12 @@ def _sum_to_shape(grad: tf.Tensor, param: tf.Tensor) -> tf.Tensor:
 
 # In graph mode (tf.function without jit_compile) every elementwise op of the
 # formula would be its own kernel and its own pass over memory: SmeLU's forward
-# and backward take ~11 passes against ReLU's 2, about 2.5x ReLU's time on CPU.
-# We therefore run the forward and the backward expression each as one small
-# XLA-compiled function (one fused loop), which brings graph mode to ReLU's
-# speed. Inside an outer jit_compile / TPU function they are simply inlined;
-# in eager mode the plain ops run (no per-shape compilation).
+# and backward take ~11 passes against ReLU's 2, and memory traffic sets the
+# cost. We therefore run the forward and the backward expression each as one
+# small XLA-compiled function (one fused loop), one pass each like ReLU
+# (docs/benchmarks.md#activations measures both). Inside an outer
+# jit_compile / TPU function they are simply inlined; in eager mode the plain
+# ops run (no per-shape compilation).
 _fused_kernels_enabled = os.environ.get(
     "RECSYS_SMELU_FUSED_ACTIVATIONS", "1").strip().lower() not in (
         "0", "false", "no")

@@ -93,7 +93,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed.data = 1  # shuffle order
   c.seed.dropout = 1
 
-  c.determinism = False  # op determinism (+ oneDNN off on CPU): bit-identical runs
+  c.determinism = False  # TF op determinism (oneDNN untouched): bit-identical runs
   return c
 
 

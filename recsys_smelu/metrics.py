@@ -26,7 +26,7 @@ Per model (labels y_i, predictions p_i, i = 1..N):
   ``log_loss(y, p) - log_loss(y, t)``, the model's log loss above the
   Bayes-optimal predictor's on the same labels.
 
-Per pair of models a, b (DESIGN.md §5):
+Per pair of models a, b:
 
 * absolute PD: ``mean_i |p_a(i) - p_b(i)|``
 * relative PD (Delta_1 of Shamir & Lin 2022):

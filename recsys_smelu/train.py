@@ -102,9 +102,13 @@ def configure_determinism(config: ml_collections.ConfigDict) -> None:
 
   Model weights, data order and dropout take their own seeds from
   ``config.seed``; the global seed only covers anything left unseeded.
-  oneDNN's reordered float sums are a second source of last-bit differences
-  on CPU; ``TF_ENABLE_ONEDNN_OPTS`` is read when TensorFlow loads, so the
-  command line sets it before import (see ``main``).
+  Op determinism does not switch off oneDNN, whose kernels x86 CPU builds of
+  TensorFlow use by default (TF 2.21 still reports oneDNN enabled after
+  ``enable_op_determinism()``). oneDNN may sum in another order than the
+  stock kernels, so a run may differ in the last bits from one with
+  ``TF_ENABLE_ONEDNN_OPTS=0``. TensorFlow reads that variable once, when it
+  loads, and nothing here sets it: set it in the environment to rule oneDNN
+  out (the bit-identity test does).
   """
   tf.random.set_seed(config.seed.init)
   if config.determinism:
@@ -172,8 +176,8 @@ class _TrainingMonitor(tf.keras.callbacks.Callback):
   After the first report (the train function is traced by then) the objects
   alive are frozen out of Python's garbage collector (``gc.freeze``) until
   training ends: full collections otherwise rescan the model's and the
-  traced graphs' Python objects, stalling a step for about 150 ms every few
-  hundred steps at the benchmark's size.
+  traced graphs' Python objects and stall a step every few hundred steps
+  (docs/benchmarks.md#where-the-training-step-goes).
   """
 
   def __init__(self, manager: tf.train.CheckpointManager, total_steps: int,

@@ -8,8 +8,9 @@ Prints ONE JSON object:
              "xla":   {...}, "graph_unfused": {...}},
    "memory": {...}}
 
-Modes: "graph" is ``tf.function`` as users run it (SmeLU and gSmeLU then use
-their XLA-fused forward/backward kernels, see recsys_smelu.activations);
+Modes: "graph" is ``tf.function`` as users run it (SmeLU then uses the native
+CPU ops where they apply, gSmeLU its XLA-fused kernels; see
+recsys_smelu.activations);
 "graph_unfused" is the same with those kernels switched off (one TF kernel per
 elementwise op); "xla" compiles the whole step with ``jit_compile=True``.
 

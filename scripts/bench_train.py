@@ -26,7 +26,9 @@ empty = missing), in 8 files.
 * Ours reads those raw files through ``recsys_smelu.data.build_dataset`` (row
   validation, integer -> log(1 + x), hashing of the hex strings into buckets,
   seeded shuffle) and trains with ``recsys_smelu.train.train`` (Keras fit,
-  CompositeOptimizer, checkpoint and TensorBoard monitor) — what users run.
+  the model's ``train_step`` sending table gradients to the embedding
+  optimizer and the rest to the dense one, checkpoint and TensorBoard
+  monitor) — what users run.
 * Model Garden's TSV reader (``CriteoTsvReader``) expects *pre-processed*
   Criteo (dense already log-transformed floats, categoricals already integer
   ids), so the same rows are converted once, by our pipeline in file order,
@@ -65,7 +67,7 @@ Run: python scripts/bench_train.py [--steps 300] [--warmup_steps 100]
      [--rows 300000] [--repeats 1] [--steps_per_execution 1]
      [--skip_model_garden]
      [--variants relu,smelu,relu_xla,smelu_xla,relu_packed,smelu_packed]
-About 2-3 minutes with the defaults on a 2-core CPU (x repeats).
+Measured runs, with their commands and machines: docs/benchmarks.md.
 """
 
 from __future__ import annotations

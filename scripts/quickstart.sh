@@ -4,7 +4,7 @@
 # initialization and differing in data order), then print the table.
 # Re-running reuses the environment, the data and every finished model.
 #
-#   scripts/quickstart.sh                  # about 10 minutes on 2 CPU cores
+#   scripts/quickstart.sh                  # run time: docs/benchmarks.md
 #   OUT=/tmp/twin scripts/quickstart.sh    # report somewhere else
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

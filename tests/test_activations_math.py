@@ -32,8 +32,8 @@ def _grad(fn, x, *params):
   return y, tape.gradient(y, [x, *params])
 
 
-# Plain piecewise formulas (DESIGN §4 / §4a) differentiated by TF autodiff:
-# the reference for the custom gradients.
+# Plain piecewise formulas (recsys_smelu.activations' module docstring)
+# differentiated by TF autodiff: the reference for the custom gradients.
 def smelu_reference(x, beta):
   quadratic = (x + beta) ** 2 / (4 * beta)
   return tf.where(x <= -beta, tf.zeros_like(x),

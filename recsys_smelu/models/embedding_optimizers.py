@@ -11,9 +11,9 @@ summed, then for each distinct row r with summed gradient G::
 
 Why: Keras spends about a dozen ops per table and step on this (unique,
 segment sum, two scatters, a gather, element-wise ops), each walking rows in
-random order. For the benchmark DLRM (26 tables of 100k x 16, batch 1024) on
-this 2-core CPU that was about 4 ms of an 11 ms step; the fused op updates the
-26 tables in parallel, prefetching rows, in about 1.4 ms.
+random order, a large share of a CPU training step
+(docs/benchmarks.md#where-the-training-step-goes); the fused op updates all
+tables in parallel, prefetching rows.
 
 The fused path is taken only where it is exact to use: every gradient is an
 ``IndexedSlices`` of a float32 CPU variable, the step is not being compiled

@@ -1,23 +1,23 @@
 """Native (C++) TensorFlow CPU ops, compiled on first use.
 
-Three hot spots of CPU training where stock ops cost several times the work:
+Three hot spots of CPU training where stock ops cost several times the work
+(measured in docs/benchmarks.md):
 
 * ``DecodeCriteoRows`` (``criteo_rows.cc``), input pipeline: the Criteo TSV
-  path spends about 1.6 µs of CPU per row in stock ops (RE2 row check, field
-  split, ``decode_csv``, hashing), more than ``pandas.read_csv``'s whole
-  parse. The op checks, decodes and hashes a line in one pass, about 0.25 µs
-  per row, with exactly the same results (tests compare it with the stock
-  ops).
+  path takes several stock ops per row (RE2 row check, field split,
+  ``decode_csv``, hashing), each a pass over the data. The op checks, decodes
+  and hashes a line in one pass, with exactly the same results (tests compare
+  it with the stock ops).
 * ``EmbeddingAdagradUpdate`` (``embedding_adagrad.cc``), training: Keras
   Adagrad spends about a dozen ops per embedding table and step (unique,
-  segment sum, two scatters, a gather, element-wise ops), about 4 ms for 26
-  tables at batch 1024; the op updates all tables in one pass with the rows
-  prefetched, about 1.4 ms (``models.embedding_optimizers``).
+  segment sum, two scatters, a gather, element-wise ops); the op updates all
+  tables in one pass with the rows prefetched
+  (``models.embedding_optimizers``).
 * ``SmeluForward`` / ``SmeluBackward`` (``smelu.cc``), training: SmeLU with a
   constant beta in one pass over memory each, bit-identical to the stock-op
   expression (``activations.smelu``); ReLU is fused into the matmul, and
-  SmeLU's XLA-fused kernels pay an XLA launch per call, which at batch 1024
-  cost SmeLU about 8% of ReLU's training rate.
+  SmeLU's XLA-fused kernels pay an XLA launch per call, which is visible at
+  CTR batch sizes.
 
 All are CPU-only. The training ops are used only in graphs not compiled by
 XLA, on CPU (see ``activations.smelu`` and ``FusedEmbeddingAdagrad`` for the
@@ -25,7 +25,7 @@ exact conditions); SavedModels are exported with stock ops, and XLA, GPU and
 TPU use the stock ops too.
 
 Build: ``$CXX`` (default ``c++``) compiles the sources against the installed
-TensorFlow's headers and library (``tf.sysconfig``) in about 15 s, once, into
+TensorFlow's headers and library (``tf.sysconfig``) once, into
 a cache directory: ``$RECSYS_SMELU_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/recsys_smelu``, else ``~/.cache/recsys_smelu``. The file name
 carries a hash of the source, the TensorFlow version and the flags, so an

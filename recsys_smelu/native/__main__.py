@@ -1,7 +1,7 @@
 """Builds (if needed) and loads the native ops; prints the library path.
 
 ``python -m recsys_smelu.native`` — run once after installing, so the
-first training run does not pay the ~15 s compile. Exits non-zero with the
+first training run does not pay for the compile. Exits non-zero with the
 compiler's message when the build fails.
 """
 
