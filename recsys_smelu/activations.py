@@ -61,7 +61,11 @@ import os
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
-import tensorflow as tf
+from recsys_smelu import tf_keras2
+
+tf_keras2.ensure_keras2()  # before tensorflow: tf.keras is Keras 2
+
+import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from recsys_smelu import native
 

@@ -44,7 +44,11 @@ from typing import Any, Optional
 from absl import logging
 import ml_collections
 import numpy as np
-import tensorflow as tf
+from recsys_smelu import tf_keras2
+
+tf_keras2.ensure_keras2()  # before tensorflow: tf.keras is Keras 2
+
+import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from recsys_smelu import config as config_lib
 from recsys_smelu import data as data_lib

@@ -40,7 +40,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import recsys_smelu  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS first)
+from recsys_smelu import tf_keras2  # noqa: E402
+tf_keras2.ensure_keras2()  # before tensorflow
 from recsys_smelu import activations  # noqa: E402
 from recsys_smelu import platform_info  # noqa: E402
 import tensorflow as tf  # noqa: E402

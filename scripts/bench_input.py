@@ -26,7 +26,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import recsys_smelu  # noqa: E402,F401  (before tensorflow)
+from recsys_smelu import tf_keras2  # noqa: E402
+tf_keras2.ensure_keras2()  # before tensorflow
 from recsys_smelu.data import convert  # noqa: E402
 from recsys_smelu.data import criteo  # noqa: E402
 from recsys_smelu.data import features  # noqa: E402

@@ -226,7 +226,8 @@ def _read_rate_summaries(summary_dir: str) -> list[tuple[int, float]]:
 
 
 def _worker_ours(args) -> dict[str, Any]:
-  import recsys_smelu  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from recsys_smelu import tf_keras2  # pylint: disable=g-import-not-at-top
+  tf_keras2.ensure_keras2()
   from recsys_smelu import train as train_lib  # pylint: disable=g-import-not-at-top
   activation, jit, input_format = VARIANTS[args.variant]
   config = _ours_config(args.data_dir, activation, jit, args, input_format)
@@ -260,7 +261,8 @@ def _worker_convert(args) -> dict[str, Any]:
   26 integer bucket ids (our hashing), produced by our own pipeline in file
   and line order, so both sides train on identical feature values.
   """
-  import recsys_smelu  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from recsys_smelu import tf_keras2  # pylint: disable=g-import-not-at-top
+  tf_keras2.ensure_keras2()
   import numpy as np  # pylint: disable=g-import-not-at-top
   from recsys_smelu import config as config_lib  # pylint: disable=g-import-not-at-top
   from recsys_smelu import data as data_lib  # pylint: disable=g-import-not-at-top

@@ -12,7 +12,9 @@ import sys
 
 import pytest
 
-import recsys_smelu  # noqa: F401  (sets TF_USE_LEGACY_KERAS before tensorflow)
+from recsys_smelu import tf_keras2
+
+tf_keras2.ensure_keras2()  # before tensorflow: tf.keras is Keras 2
 from recsys_smelu import config as config_lib
 from recsys_smelu.data import features
 

@@ -19,7 +19,9 @@ import shlex
 
 import pytest
 
-import recsys_smelu  # noqa: F401  (package convention: before tensorflow)
+from recsys_smelu import tf_keras2
+
+tf_keras2.ensure_keras2()  # before tensorflow: tf.keras is Keras 2
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKER_DIR = os.path.join(REPO_ROOT, "docker")

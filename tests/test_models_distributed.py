@@ -14,7 +14,9 @@ import sys
 
 import pytest
 
-import recsys_smelu  # noqa: F401  (before tensorflow)
+from recsys_smelu import tf_keras2
+
+tf_keras2.ensure_keras2()  # before tensorflow: tf.keras is Keras 2
 
 _SCRIPT = r'''
 import json

@@ -31,7 +31,12 @@ from __future__ import annotations
 from typing import Optional
 
 import ml_collections
-import tensorflow as tf
+
+from recsys_smelu import tf_keras2
+
+tf_keras2.import_tensorflow_quietly()  # tf.data only; tf.keras untouched
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from recsys_smelu.data import criteo
 from recsys_smelu.data import movielens

@@ -5,6 +5,10 @@ evaluator and export use; ``embedding_optimizer(config)`` builds the
 TPUEmbedding optimizer from ``config.train``.
 """
 
+from recsys_smelu import tf_keras2
+
+tf_keras2.ensure_keras2()  # before tensorflow: tf.keras is Keras 2
+
 from recsys_smelu.models.blocks import MLP, derive_seed
 from recsys_smelu.models.ctr import (
     AUC_THRESHOLDS,
