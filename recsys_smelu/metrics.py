@@ -25,6 +25,11 @@ Per model (labels y_i, predictions p_i, i = 1..N):
 * excess log loss (synthetic data with known true CTR t_i):
   ``log_loss(y, p) - log_loss(y, t)``, the model's log loss above the
   Bayes-optimal predictor's on the same labels.
+* normalized entropy: ``log_loss / H(ybar)`` with
+  ``H(r) = -(r log r + (1 - r) log(1 - r))`` the entropy of the base rate
+  ``ybar = mean_i y_i``: the log loss relative to always predicting the base
+  rate (1 = no better than that, lower is better); undefined when ybar is 0
+  or 1.
 
 Per pair of models a, b:
 
@@ -51,7 +56,9 @@ says nothing about the spread), and every pair's values kept.
 
 Comparing two variants' PD (``compare_pd``): see its docstring; in short a
 bootstrap interval over pairs plus a non-overlap rule that keeps 3-pair
-comparisons honest.
+comparisons honest. Comparing their accuracy (``compare_accuracy``): the same
+rule on per-model values, models paired by index (model i of every variant
+shares its seeds).
 """
 
 from __future__ import annotations
@@ -76,6 +83,11 @@ VERDICT_SMALLER = "smaller"
 VERDICT_LARGER = "larger"
 VERDICT_WITHIN = "within spread"
 VERDICT_TOO_FEW = "too few pairs"
+# Fewer paired models than this: compare_accuracy gives no verdict.
+MIN_MODELS_FOR_VERDICT = 3
+VERDICT_BETTER = "better"
+VERDICT_WORSE = "worse"
+VERDICT_TOO_FEW_MODELS = "too few models"
 
 
 class MetricInputError(ValueError):
@@ -202,6 +214,24 @@ def excess_log_loss(labels: Any, predictions: Any,
   p = _as_probabilities(predictions, "predictions")
   _check_same_length(predictions=p, true_probabilities=truth)
   return log_loss(labels, p) - log_loss(labels, truth)
+
+
+def base_rate_entropy(base_rate: float) -> float | None:
+  """H(r) = -(r log r + (1 - r) log(1 - r)) in nats; None unless 0 < r < 1."""
+  r = float(base_rate)
+  if not 0.0 < r < 1.0:
+    return None
+  return float(-(r * math.log(r) + (1.0 - r) * math.log1p(-r)))
+
+
+def normalized_entropy(logloss: float, base_rate: float) -> float | None:
+  """logloss / H(base_rate): log loss relative to predicting the base rate.
+
+  ``base_rate`` is the mean label of the data the log loss was measured on.
+  None (not computable) when the base rate is 0 or 1 (H = 0).
+  """
+  entropy = base_rate_entropy(base_rate)
+  return None if entropy is None else float(logloss) / entropy
 
 
 def model_metrics(labels: Any, predictions: Any,
@@ -453,6 +483,28 @@ def _permutation_p_value(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
   return float(np.mean(diffs >= observed - 1e-12 * max(1.0, observed)))
 
 
+def _check_boot(n_boot: Any, confidence: float) -> None:
+  if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) \
+      or n_boot < 1:
+    raise MetricInputError(f"n_boot: must be a positive integer, got {n_boot!r}")
+  if not 0.0 < confidence < 1.0:
+    raise MetricInputError(f"confidence: must be in (0, 1), got {confidence!r}")
+
+
+def _separation(a: np.ndarray, b: np.ndarray, ci_low: float,
+                ci_high: float) -> int:
+  """The verdict rule shared by ``compare_pd`` and ``compare_accuracy``.
+
+  -1 when the interval of mean(a) - mean(b) lies below 0 and every value of
+  a is below every value of b; +1 for the mirror case; 0 otherwise.
+  """
+  if ci_high < 0 and a.max() < b.min():
+    return -1
+  if ci_low > 0 and a.min() > b.max():
+    return 1
+  return 0
+
+
 def compare_pd(pairs_a: Sequence[Any], pairs_b: Sequence[Any],
                n_boot: int = 2000, seed: int = 0, metric: str = "relative",
                confidence: float = 0.95) -> dict[str, Any]:
@@ -489,22 +541,19 @@ def compare_pd(pairs_a: Sequence[Any], pairs_b: Sequence[Any],
   """
   a = _pair_values(pairs_a, metric, "pairs_a")
   b = _pair_values(pairs_b, metric, "pairs_b")
-  if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) \
-      or n_boot < 1:
-    raise MetricInputError(f"n_boot: must be a positive integer, got {n_boot!r}")
-  if not 0.0 < confidence < 1.0:
-    raise MetricInputError(f"confidence: must be in (0, 1), got {confidence!r}")
+  _check_boot(n_boot, confidence)
   rng = np.random.default_rng(seed)
   boot_a = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1)
   boot_b = b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(axis=1)
   tail = (1.0 - confidence) / 2.0 * 100.0
   ci_low, ci_high = np.percentile(boot_a - boot_b, [tail, 100.0 - tail])
   ranges_overlap = bool(a.min() <= b.max() and b.min() <= a.max())
+  separation = _separation(a, b, ci_low, ci_high)
   if min(len(a), len(b)) < MIN_PAIRS_FOR_VERDICT:
     verdict = VERDICT_TOO_FEW
-  elif ci_high < 0 and a.max() < b.min():
+  elif separation < 0:
     verdict = VERDICT_SMALLER
-  elif ci_low > 0 and a.min() > b.max():
+  elif separation > 0:
     verdict = VERDICT_LARGER
   else:
     verdict = VERDICT_WITHIN
@@ -526,3 +575,114 @@ def compare_pd(pairs_a: Sequence[Any], pairs_b: Sequence[Any],
       "seed": int(seed),
       "verdict": verdict,
   }
+
+
+def _per_model_values(values: Any, name: str) -> dict[int, float]:
+  """{model index: value} from a mapping or a sequence (index = position)."""
+  if isinstance(values, Mapping):
+    items = list(values.items())
+  else:
+    items = list(enumerate(values))
+  result = {}
+  for index, value in items:
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+      raise MetricInputError(f"{name}: model index {index!r} is not an integer")
+    number = _as_vector([value], f"{name}[{index}]")[0]
+    result[int(index)] = float(number)
+  return result
+
+
+def _sign_flip_p_value(d: np.ndarray, rng: np.random.Generator,
+                       max_exact: int = 16, n_random: int = 20_000) -> float:
+  """Two-sided paired permutation p-value of mean(d): signs flipped at random.
+
+  Exact over all 2^n sign patterns for n <= ``max_exact``, else ``n_random``
+  random patterns.
+  """
+  n = len(d)
+  if n <= max_exact:
+    signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+  else:
+    signs = rng.choice([-1, 1], size=(n_random, n))
+  observed = abs(d.mean())
+  means = np.abs((signs * d).mean(axis=1))
+  return float(np.mean(means >= observed - 1e-12 * max(1.0, observed)))
+
+
+def compare_accuracy(values_a: Any, values_b: Any, higher_is_better: bool,
+                     metric: str = "", n_boot: int = 2000, seed: int = 0,
+                     confidence: float = 0.95) -> dict[str, Any]:
+  """Is variant a more or less accurate than reference b, beyond the spread?
+
+  ``values_a`` / ``values_b``: one accuracy value per model (log loss, AUC,
+  ...) as ``{model index: value}``, or sequences indexed by position. Models
+  are paired by index (model i of every variant shares its seeds); only
+  indices present in both enter. ``difference`` is mean(a) - mean(b) over the
+  paired models; ``higher_is_better`` says which sign is good (True for AUC,
+  False for log loss).
+
+  Method: the rule of ``compare_pd``, on per-model values.
+    1. Bootstrap interval: ``n_boot`` times, resample the paired indices with
+       replacement (one draw picks model i of both variants) and take the
+       mean of the paired differences a_i - b_i; the ``confidence``
+       percentile interval.
+    2. Ranges: [min, max] of each variant's paired values.
+    3. Verdict: "better" (or "worse") only if the interval excludes 0 AND the
+       ranges do not overlap, every model of a on the good (bad) side of every
+       model of b; otherwise "within spread". Fewer than
+       ``MIN_MODELS_FOR_VERDICT`` paired models: "too few models".
+  ``permutation_p`` (two-sided paired sign-flip test, exact for up to 16
+  models) and ``wins`` (paired models where a is strictly better) are
+  reported alongside; they do not enter the verdict.
+
+  Returns a dict: metric, higher_is_better, mean_a, mean_b, difference,
+  ci_low, ci_high, confidence, n, indices, range_a, range_b, ranges_overlap,
+  wins, permutation_p, n_boot, seed, verdict. With no paired model: n = 0,
+  the numbers None and the verdict "too few models".
+  """
+  _check_boot(n_boot, confidence)
+  by_index_a = _per_model_values(values_a, "values_a")
+  by_index_b = _per_model_values(values_b, "values_b")
+  indices = sorted(set(by_index_a) & set(by_index_b))
+  result: dict[str, Any] = {
+      "metric": metric, "higher_is_better": bool(higher_is_better),
+      "mean_a": None, "mean_b": None, "difference": None, "ci_low": None,
+      "ci_high": None, "confidence": float(confidence), "n": len(indices),
+      "indices": indices, "range_a": None, "range_b": None,
+      "ranges_overlap": None, "wins": None, "permutation_p": None,
+      "n_boot": int(n_boot), "seed": int(seed),
+      "verdict": VERDICT_TOO_FEW_MODELS,
+  }
+  if not indices:
+    return result
+  a = np.array([by_index_a[i] for i in indices])
+  b = np.array([by_index_b[i] for i in indices])
+  d = a - b
+  rng = np.random.default_rng(seed)
+  boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+  tail = (1.0 - confidence) / 2.0 * 100.0
+  ci_low, ci_high = np.percentile(boot, [tail, 100.0 - tail])
+  separation = _separation(a, b, ci_low, ci_high)
+  good = 1 if higher_is_better else -1
+  if len(indices) < MIN_MODELS_FOR_VERDICT:
+    verdict = VERDICT_TOO_FEW_MODELS
+  elif separation == good:
+    verdict = VERDICT_BETTER
+  elif separation == -good:
+    verdict = VERDICT_WORSE
+  else:
+    verdict = VERDICT_WITHIN
+  result.update({
+      "mean_a": float(a.mean()),
+      "mean_b": float(b.mean()),
+      "difference": float(d.mean()),
+      "ci_low": float(ci_low),
+      "ci_high": float(ci_high),
+      "range_a": [float(a.min()), float(a.max())],
+      "range_b": [float(b.min()), float(b.max())],
+      "ranges_overlap": bool(a.min() <= b.max() and b.min() <= a.max()),
+      "wins": int(np.sum(good * d > 0)),
+      "permutation_p": _sign_flip_p_value(d, rng),
+      "verdict": verdict,
+  })
+  return result

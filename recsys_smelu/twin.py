@@ -8,7 +8,9 @@ accuracy?" in one command::
 
 A *variant* is a config change: an activation spec (``smelu:beta=0.5``), an
 ensemble (``ensemble:n=2``), or a named set of dotted-key changes listed by the
-config file's optional ``get_variants()``. Each variant trains ``num_models``
+config file's optional ``get_variants()``; ``--variant='NAME:section.key=value;
+section.key=value'`` (repeatable) names one more that sets any config keys.
+Each variant trains ``num_models``
 models that differ only in the seeds ``--vary`` names (``init``, ``data_order``,
 ``dropout``; ``none`` = all equal, and then, with determinism on, the PD must be
 exactly 0). Model ``i`` of every variant uses the same seeds, so variants are
@@ -116,6 +118,130 @@ def parse_variant(spec: str, named: Optional[dict[str, dict]] = None) -> Variant
                      f"'ensemble:n=N'{' or one of ' + choices if choices else ''}"
                      f": {e}") from None
   return Variant(variant_name(spec), spec, {"model.activation": spec})
+
+
+CONFIG_VARIANT_FORMAT = "NAME:section.key=value;section.key=value"
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_BOOLEANS = {"true": True, "yes": True, "1": True,
+             "false": False, "no": False, "0": False}
+
+
+def _parse_scalar(text: str, like: Any) -> Any:
+  """``text`` as the type of ``like`` (bool, int, float or str)."""
+  if isinstance(like, bool):
+    if text.strip().lower() not in _BOOLEANS:
+      raise ValueError
+    return _BOOLEANS[text.strip().lower()]
+  if isinstance(like, int):
+    return int(text)
+  if isinstance(like, float):
+    return float(text)
+  if isinstance(like, str):
+    return text
+  raise TypeError(type(like).__name__)
+
+
+def parse_config_value(key: str, text: str, default: Any) -> Any:
+  """The value of ``--variant``'s ``key=text``, typed like ``default``.
+
+  bool: true/false (also yes/no, 1/0); int; float; str (as written); list:
+  comma-separated items, optionally in brackets (``64,8`` or ``[64, 8]``),
+  each typed like the default's first item (str for an empty default).
+  Raises ValueError naming the key.
+  """
+  kind = type(default).__name__
+  kind = ("an " if kind[0] in "aeiou" else "a ") + kind
+  try:
+    if isinstance(default, (list, tuple)):
+      inner = text.strip()
+      if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+      items = [item.strip() for item in inner.split(",")] if inner.strip() \
+          else []
+      like = default[0] if default else ""
+      return [_parse_scalar(item, like) for item in items]
+    return _parse_scalar(text, default)
+  except ValueError:
+    raise ValueError(f"config key {key!r} takes {kind} (currently "
+                     f"{default!r}), got {text!r}") from None
+  except TypeError:
+    raise ValueError(f"config key {key!r} holds {kind}, which --variant "
+                     "cannot set") from None
+
+
+def parse_config_variant(text: str,
+                         config: Optional[ml_collections.ConfigDict] = None
+                         ) -> Variant:
+  """A variant from ``--variant='NAME:section.key=value;section.key=value'``.
+
+  ``;`` separates the keys, the first ``=`` a key from its value (so
+  ``model.activation=smelu:beta=1,trainable=true`` works); values are typed
+  like the key's value in ``config`` (default: ``config.default_config()``),
+  see ``parse_config_value``. NAME (letters, digits, ``._-``) names the
+  variant and its run directory. Raises ValueError naming the flag and the
+  key: unknown keys (with the nearest valid one), bad values, duplicates.
+  """
+  config = config if config is not None else config_lib.default_config()
+  where = f"--variant {text!r}"
+  name, colon, body = text.partition(":")
+  name = name.strip()
+  if not colon or not _VARIANT_NAME.fullmatch(name):
+    raise ValueError(f"{where}: expected {CONFIG_VARIANT_FORMAT}, NAME made "
+                     "of letters, digits, '.', '_' and '-'")
+  valid = config_lib.flat_keys()
+  changes: dict[str, Any] = {}
+  for piece in (p.strip() for p in body.split(";")):
+    if not piece:
+      continue
+    key, equals, value = piece.partition("=")
+    key = key.strip()
+    if not equals:
+      raise ValueError(f"{where}: {piece!r} is not section.key=value")
+    if key not in valid:
+      raise ValueError(f"{where}: {config_lib.unknown_key_message(key, valid)}")
+    if key in changes:
+      raise ValueError(f"{where}: config key {key!r} is set twice")
+    default = config
+    for part in key.split("."):
+      default = default[part]
+    try:
+      changes[key] = parse_config_value(key, value.strip(), default)
+    except ValueError as e:
+      raise ValueError(f"{where}: {e}") from None
+  if not changes:
+    raise ValueError(f"{where}: sets no config key; expected "
+                     f"{CONFIG_VARIANT_FORMAT}")
+  return Variant(name, body.strip(), changes)
+
+
+def variants_from_flags(variants_text: str, variant_texts: Sequence[str],
+                        named: dict[str, dict],
+                        config: Optional[ml_collections.ConfigDict] = None
+                        ) -> list[Variant]:
+  """The variants of ``--variants`` and ``--variant``, in that order.
+
+  ``--variants`` means what it always did; when neither flag is given, the
+  config file's ``get_variants()`` (``named``) are the variants. Raises
+  ValueError when there is none, or when two share a name (their run
+  directories would collide).
+  """
+  if variants_text:
+    specs = split_variant_specs(variants_text)
+  elif not variant_texts:
+    specs = list(named)
+  else:
+    specs = []
+  variants = [parse_variant(s, named) for s in specs]
+  variants += [parse_config_variant(t, config) for t in variant_texts]
+  if not variants:
+    raise ValueError("give --variants or --variant, or define get_variants() "
+                     "in the config file")
+  names = [v.name for v in variants]
+  twice = sorted({n for n in names if names.count(n) > 1})
+  if twice:
+    raise ValueError(f"variant name(s) {', '.join(map(repr, twice))} given "
+                     "twice; their runs would share a directory")
+  return variants
 
 
 def model_seeds(config: ml_collections.ConfigDict, index: int,
@@ -350,12 +476,8 @@ def main(argv):
   if f.determinism is not None:
     config = config_lib.override(config, {"determinism": f.determinism})
   named = _load_named_variants(f["config"].config_filename)
-  specs = split_variant_specs(f.variants) if f.variants else list(named)
-  if not specs:
-    raise SystemExit("error: give --variants or define get_variants() in the "
-                     "config file")
   try:
-    variants = [parse_variant(s, named) for s in specs]
+    variants = variants_from_flags(f.variants, f.variant, named, config)
     results, failures = evaluate_variants(
         config, f.output_dir, variants, f.num_models, f.vary, f.parallel,
         f.mode, f.top_k)
@@ -381,6 +503,11 @@ def _define_flags():
   flags.DEFINE_string("variants", "", "Comma-separated variant specs, e.g. "
                       "relu,smelu:beta=1,gelu,ensemble:n=2 (';' also "
                       "separates); default: the config file's get_variants().")
+  flags.DEFINE_multi_string(
+      "variant", [], f"A variant that sets config keys: "
+      f"'{CONFIG_VARIANT_FORMAT}', values typed like the key's default "
+      "(lists as 64,8). Repeatable; runs after the --variants ones (alone, "
+      "without get_variants(), when --variants is not given).")
   flags.DEFINE_integer("num_models", 3, "Models per variant (>= 2; 3 or more "
                        "to see the spread).")
   flags.DEFINE_list("vary", ["init", "data_order"], "What differs between the "

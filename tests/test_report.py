@@ -138,9 +138,15 @@ def test_reference_comparison_verdicts(run):
   completed = report.add_comparisons(results)
   assert completed["reference"] == "relu"
   by_name = {v["name"]: v for v in completed["variants"]}
+  assert completed["schema_version"] == 2
   assert "vs_reference" not in by_name["relu"]
-  assert "vs_reference" not in by_name["single"]
-  smelu = by_name["smelu"]["vs_reference"]
+  # One model: no PD comparison, and too few models for accuracy verdicts.
+  single = by_name["single"]["vs_reference"]
+  assert single["pd"] is None
+  assert single["logloss"]["verdict"] == "too few models"
+  assert set(by_name["smelu"]["vs_reference"]) == {"pd", "logloss", "auc",
+                                                   "ne"}
+  smelu = by_name["smelu"]["vs_reference"]["pd"]
   assert smelu == metrics.compare_pd(by_name["smelu"]["pd"]["pairs"],
                                      by_name["relu"]["pd"]["pairs"])
   assert smelu["verdict"] == "smaller"
@@ -229,11 +235,13 @@ def test_csv_round_trips(written, run):
   expected = report.results_table(results)
   assert list(loaded.columns) == list(expected.columns)
   assert list(loaded["variant"]) == ["relu", "smelu", "gelu", "single"]
+  verdicts = ["vs_reference", "logloss_vs_reference", "auc_vs_reference",
+              "ne_vs_reference"]
   pd.testing.assert_frame_equal(
-      loaded.drop(columns=["vs_reference"]),
-      expected.drop(columns=["vs_reference"]), check_dtype=False, rtol=1e-12)
-  assert list(loaded["vs_reference"].fillna("")) == list(
-      expected["vs_reference"])
+      loaded.drop(columns=verdicts), expected.drop(columns=verdicts),
+      check_dtype=False, rtol=1e-12)
+  for column in verdicts:
+    assert list(loaded[column].fillna("")) == list(expected[column]), column
 
 
 def test_json_is_strict_and_complete(written, run):
@@ -250,7 +258,9 @@ def test_json_is_strict_and_complete(written, run):
   assert relu["pd"]["relative"] == results["variants"][0]["pd"]["relative"]
   assert len(relu["pd"]["pairs"]) == 3
   assert loaded["variants"][3]["pd"] is None
-  assert loaded["variants"][1]["vs_reference"]["verdict"] == "smaller"
+  assert loaded["schema_version"] == 2
+  assert loaded["variants"][1]["vs_reference"]["pd"]["verdict"] == "smaller"
+  assert loaded["variants"][1]["vs_reference"]["logloss"]["n"] == 3
 
 
 def test_markdown_contents(written):
@@ -301,3 +311,296 @@ def test_bad_results_and_per_example_input(tmp_path, run):
     report.write_report(results, str(tmp_path),
                         per_example_pd={"relu": [0.1, float("nan")]})
   assert not os.listdir(tmp_path), "nothing written on bad input"
+
+
+# ----------------------------------------------------------------- accuracy
+# Hand-made results: per-model values chosen so every verdict is known.
+
+ENTROPY_OF_QUARTER = 0.5623351446188083  # -(0.25 ln 0.25 + 0.75 ln 0.75)
+
+
+def _hand_variant(name, loglosses, aucs, pair_values, mean_label=0.25):
+  models = [{"index": i, "logloss": ll, "auc": auc,
+             "ne": ll / ENTROPY_OF_QUARTER}
+            for i, (ll, auc) in enumerate(zip(loglosses, aucs))]
+  pd_summary = None
+  if pair_values:
+    pd_summary = {"relative": float(np.mean(pair_values)),
+                  "relative_std": metrics.sample_std(pair_values),
+                  "absolute": 0.01, "logit": 0.1, "l2": 0.02,
+                  "frac_rel_above_10pct": 0.5,
+                  "num_pairs": len(pair_values),
+                  "pairs": [{"a": 0, "b": k + 1, "relative": v}
+                            for k, v in enumerate(pair_values)]}
+  return {"name": name, "spec": name, "num_models": len(models),
+          "num_examples": 1000, "mean_label": mean_label, "models": models,
+          "auc_mean": float(np.mean(aucs)), "auc_std": metrics.sample_std(aucs),
+          "logloss_mean": float(np.mean(loglosses)),
+          "logloss_std": metrics.sample_std(loglosses),
+          "calibration_mean": 1.0, "calibration_std": None,
+          "ne_mean": float(np.mean(loglosses)) / ENTROPY_OF_QUARTER,
+          "ne_std": None, "pd": pd_summary}
+
+
+def _hand_results():
+  return {"varied": ["init"], "eval_data": "eval.tsv", "variants": [
+      _hand_variant("relu", [0.60, 0.61, 0.62], [0.70, 0.70, 0.71],
+                    [0.20, 0.21, 0.22]),
+      # Every model worse than every relu model, on both axes; PD smaller.
+      _hand_variant("smelu", [0.63, 0.64, 0.65], [0.68, 0.685, 0.69],
+                    [0.10, 0.11, 0.12]),
+      # Log loss ranges overlap; AUC above relu's in every model.
+      _hand_variant("gelu", [0.59, 0.605, 0.63], [0.72, 0.73, 0.74],
+                    [0.19, 0.21, 0.25]),
+      # Two models (one pair): no verdict on either axis.
+      _hand_variant("pair", [0.50, 0.51], [0.80, 0.80], [0.05]),
+  ]}
+
+
+HEADLINES = [
+    "- relu: reference (log loss 0.61 ± 0.01, AUC 0.7033 ± 0.0058, 3 models)",
+    "- smelu: PD \u221248% (smaller), log loss +0.03 (worse), "
+    "AUC \u22120.018 (worse)",
+    "- gelu: PD +3.2% (within spread), log loss \u22120.0017 (within spread), "
+    "AUC +0.027 (better)",
+    "- pair: PD \u221276% (too few pairs), log loss \u22120.1 "
+    "(too few models), AUC +0.1 (too few models)",
+]
+
+# results.csv columns of schema 1, in order (no excess log loss, no top-k).
+SCHEMA1_COLUMNS = [
+    "variant", "spec", "models", "auc_mean", "auc_std", "logloss_mean",
+    "logloss_std", "calibration_mean", "calibration_std", "relative_pd",
+    "relative_pd_std", "absolute_pd", "logit_pd", "l2_pd",
+    "frac_rel_above_10pct", "pairs", "vs_reference", "pd_difference",
+    "pd_ci_low", "pd_ci_high"]
+NEW_COLUMNS = [
+    "ne_mean", "ne_std",
+    "logloss_vs_reference", "logloss_difference", "logloss_ci_low",
+    "logloss_ci_high", "auc_vs_reference", "auc_difference", "auc_ci_low",
+    "auc_ci_high", "ne_vs_reference", "ne_difference", "ne_ci_low",
+    "ne_ci_high"]
+
+
+def test_compare_accuracy_verdicts_by_hand():
+  # Log loss (lower is better): every paired difference -0.05, ranges apart.
+  better = metrics.compare_accuracy([0.50, 0.51, 0.52], [0.55, 0.56, 0.57],
+                                    higher_is_better=False)
+  assert better["verdict"] == "better"
+  assert better["difference"] == pytest.approx(-0.05)
+  assert better["ci_low"] == pytest.approx(-0.05)
+  assert better["ci_high"] == pytest.approx(-0.05)
+  assert better["wins"] == 3 and better["n"] == 3
+  assert better["range_a"] == [0.50, 0.52] and not better["ranges_overlap"]
+  # Sign flips of 3 equal differences: 2 of the 2^3 patterns are as extreme.
+  assert better["permutation_p"] == pytest.approx(2 / 8)
+  worse = metrics.compare_accuracy([0.55, 0.56, 0.57], [0.50, 0.51, 0.52],
+                                   higher_is_better=False)
+  assert worse["verdict"] == "worse" and worse["wins"] == 0
+  # AUC (higher is better).
+  auc = metrics.compare_accuracy([0.72, 0.73, 0.74], [0.70, 0.70, 0.71],
+                                 higher_is_better=True)
+  assert auc["verdict"] == "better"
+  assert auc["difference"] == pytest.approx(0.08 / 3)
+  assert metrics.compare_accuracy([0.68, 0.685, 0.69], [0.70, 0.70, 0.71],
+                                  higher_is_better=True)["verdict"] == "worse"
+
+
+def test_compare_accuracy_overlap_is_within_spread():
+  # Each model 0.01 better than its twin (the interval is [-0.01, -0.01]),
+  # but the ranges 0.50..0.54 and 0.51..0.55 overlap: the PD rule says no.
+  result = metrics.compare_accuracy([0.50, 0.52, 0.54], [0.51, 0.53, 0.55],
+                                    higher_is_better=False)
+  assert result["ci_high"] == pytest.approx(-0.01) and result["wins"] == 3
+  assert result["ranges_overlap"]
+  assert result["verdict"] == "within spread"
+
+
+def test_compare_accuracy_pairs_by_model_index_and_too_few_models():
+  # Only indices 0, 1, 2 are in both; 7 and 9 are left out.
+  result = metrics.compare_accuracy({0: 0.50, 1: 0.51, 2: 0.52, 9: 0.1},
+                                    {2: 0.57, 0: 0.55, 1: 0.56, 7: 0.9},
+                                    higher_is_better=False)
+  assert result["indices"] == [0, 1, 2]
+  assert result["difference"] == pytest.approx(-0.05)
+  assert result["verdict"] == "better"
+  two = metrics.compare_accuracy([0.50, 0.51], [0.60, 0.61],
+                                 higher_is_better=False)
+  assert two["verdict"] == "too few models"
+  assert two["difference"] == pytest.approx(-0.1)
+  none = metrics.compare_accuracy({3: 0.5}, {4: 0.5}, higher_is_better=False)
+  assert none["n"] == 0 and none["difference"] is None
+  assert none["verdict"] == "too few models"
+  with pytest.raises(ValueError, match=r"values_a\[1\]: 1 non-finite"):
+    metrics.compare_accuracy([0.5, float("nan")], [0.5, 0.5], False)
+
+
+def test_normalized_entropy_by_hand():
+  assert metrics.base_rate_entropy(0.25) == pytest.approx(ENTROPY_OF_QUARTER,
+                                                          rel=1e-14)
+  assert metrics.normalized_entropy(0.5, 0.25) == pytest.approx(
+      0.5 / ENTROPY_OF_QUARTER, rel=1e-14)
+  assert metrics.normalized_entropy(0.5, 0.0) is None
+  assert metrics.normalized_entropy(0.5, 1.0) is None
+
+
+def test_summarize_variant_adds_normalized_entropy(run):
+  labels, *_, results = run
+  relu = results["variants"][0]
+  base = float(np.mean(labels))
+  entropy = -(base * np.log(base) + (1 - base) * np.log(1 - base))
+  for model in relu["models"]:
+    assert model["ne"] == pytest.approx(model["logloss"] / entropy, rel=1e-12)
+  assert relu["ne_mean"] == pytest.approx(relu["logloss_mean"] / entropy,
+                                          rel=1e-12)
+
+
+def test_vs_reference_holds_both_axes_by_hand():
+  completed = report.add_comparisons(_hand_results())
+  assert completed["schema_version"] == 2 and completed["reference"] == "relu"
+  by_name = {v["name"]: v["vs_reference"] for v in completed["variants"][1:]}
+  verdicts = {name: {axis: c[axis]["verdict"] for axis in ("pd", "logloss",
+                                                           "auc", "ne")}
+              for name, c in by_name.items()}
+  assert verdicts == {
+      "smelu": {"pd": "smaller", "logloss": "worse", "auc": "worse",
+                "ne": "worse"},
+      "gelu": {"pd": "within spread", "logloss": "within spread",
+               "auc": "better", "ne": "within spread"},
+      "pair": {"pd": "too few pairs", "logloss": "too few models",
+               "auc": "too few models", "ne": "too few models"},
+  }
+  smelu = by_name["smelu"]
+  assert smelu["logloss"]["difference"] == pytest.approx(0.03)
+  assert smelu["logloss"]["ci_low"] == pytest.approx(0.03)
+  assert smelu["auc"]["difference"] == pytest.approx(-0.055 / 3)
+  assert smelu["ne"]["difference"] == pytest.approx(0.03 / ENTROPY_OF_QUARTER)
+  assert by_name["gelu"]["logloss"]["difference"] == pytest.approx(-0.005 / 3)
+  assert by_name["pair"]["logloss"]["indices"] == [0, 1]
+
+
+def test_ne_is_derived_from_log_loss_when_models_lack_it():
+  results = _hand_results()
+  for variant in results["variants"]:
+    for model in variant["models"]:
+      del model["ne"]
+  smelu = report.add_comparisons(results)["variants"][1]["vs_reference"]
+  assert smelu["ne"]["difference"] == pytest.approx(0.03 / ENTROPY_OF_QUARTER)
+  # A base rate of 0 leaves NE undefined: no NE comparison, the rest stays.
+  results["variants"][1]["mean_label"] = 0.0
+  smelu = report.add_comparisons(results)["variants"][1]["vs_reference"]
+  assert "ne" not in smelu and smelu["logloss"]["verdict"] == "worse"
+
+
+def test_results_table_keeps_schema1_columns_first():
+  table = report.results_table(_hand_results())
+  assert list(table.columns) == SCHEMA1_COLUMNS + NEW_COLUMNS
+  rows = table.set_index("variant")
+  assert list(table["vs_reference"]) == ["reference", "smaller",
+                                         "within spread", "too few pairs"]
+  assert list(table["logloss_vs_reference"]) == [
+      "reference", "worse", "within spread", "too few models"]
+  assert list(table["auc_vs_reference"]) == [
+      "reference", "worse", "better", "too few models"]
+  assert rows.loc["smelu", "logloss_difference"] == pytest.approx(0.03)
+  assert rows.loc["smelu", "logloss_ci_high"] == pytest.approx(0.03)
+  assert rows.loc["gelu", "auc_difference"] == pytest.approx(0.08 / 3)
+  assert np.isnan(rows.loc["relu", "auc_difference"])
+
+
+def test_csv_keeps_schema1_columns_with_excess_and_topk(written):
+  output_dir, _, _ = written
+  columns = list(pd.read_csv(os.path.join(output_dir, "results.csv")).columns)
+  schema1 = (SCHEMA1_COLUMNS[:9] + ["excess_logloss_mean", "excess_logloss_std"]
+             + SCHEMA1_COLUMNS[9:15] + ["topk_swap"] + SCHEMA1_COLUMNS[15:])
+  assert columns == schema1 + NEW_COLUMNS
+
+
+def test_report_md_opens_with_one_verdict_line_per_variant(tmp_path):
+  report.write_report(_hand_results(), str(tmp_path))
+  lines = (tmp_path / "report.md").read_text(encoding="utf-8").splitlines()
+  assert lines[:7] == ["# Twin evaluation report", ""] + HEADLINES + [""]
+  text = "\n".join(lines)
+  # The results table shows every verdict with its difference ...
+  assert ("| smaller (-0.1) | worse (+0.03) | worse (-0.0183) | "
+          "worse (+0.0533) |") in text
+  # ... and the accuracy section every comparison.
+  assert "## Accuracy versus the reference" in text
+  assert ("| gelu | AUC | 3 | +0.02667 | [+0.02, +0.03] | 0.72 .. 0.74 | "
+          "0.7 .. 0.71 | 3/3 | 0.25 | better |") in text
+  assert "| pair | log loss | 2 | -0.1 |" in text
+  assert "paired model indices are resampled" in text
+
+
+def test_text_table_shows_every_verdict():
+  lines = report.format_text_table(_hand_results()).splitlines()
+  for title in ("PD vs relu", "Log loss vs relu", "AUC vs relu", "NE vs relu"):
+    assert title in lines[0]
+  smelu = lines[3]
+  assert smelu.startswith("smelu")
+  for cell in ("smaller (-0.1)", "worse (+0.03)", "worse (-0.0183)",
+               "worse (+0.0533)"):
+    assert cell in smelu
+  assert "better (+0.0267)" in lines[4]
+  assert lines[5].count("too few models") == 3
+
+
+def _as_schema1(results):
+  """What the report wrote before schema 2: vs_reference = the PD comparison."""
+  old = report.add_comparisons(results)
+  del old["schema_version"]
+  for variant in old["variants"]:
+    if "vs_reference" in variant:
+      variant["vs_reference"] = variant["vs_reference"]["pd"]
+  return old
+
+
+def test_schema1_results_are_read_as_schema2(tmp_path):
+  expected = report.add_comparisons(_hand_results())
+  old = _as_schema1(_hand_results())
+  path = tmp_path / "results.json"
+  path.write_text(json.dumps(old))
+  loaded = report.load_results(str(path))
+  assert loaded["schema_version"] == 2
+  assert [v.get("vs_reference") for v in loaded["variants"]] == [
+      v.get("vs_reference") for v in expected["variants"]]
+  pd.testing.assert_frame_equal(report.results_table(old),
+                                report.results_table(expected))
+  # A schema-2 file reads back unchanged.
+  report.write_report(_hand_results(), str(tmp_path / "new"))
+  again = report.load_results(str(tmp_path / "new" / "results.json"))
+  assert [v.get("vs_reference") for v in again["variants"]] == [
+      v.get("vs_reference") for v in expected["variants"]]
+
+
+def test_unknown_schema_or_bad_json_is_a_clear_error(tmp_path):
+  newer = report.add_comparisons(_hand_results())
+  newer["schema_version"] = 3
+  with pytest.raises(report.ReportInputError,
+                     match="schema_version 3 is not one this version"):
+    report.results_table(newer)
+  path = tmp_path / "results.json"
+  path.write_text(json.dumps(newer))
+  with pytest.raises(report.ReportInputError,
+                     match=f"{path}: results: schema_version 3"):
+    report.load_results(str(path))
+  path.write_text("{not json")
+  with pytest.raises(report.ReportInputError, match=f"{path}: not valid JSON"):
+    report.load_results(str(path))
+
+
+def test_pd_vs_logloss_shades_the_reference_log_loss_band():
+  results = report.add_comparisons(_hand_results())
+  assert report.reference_logloss_band(results) == (0.60, 0.62)
+  figure = report.pd_vs_logloss_figure(results)
+  spans = []
+  for patch in figure.axes[0].patches:
+    x = patch.get_path().transformed(patch.get_patch_transform()).vertices[:, 0]
+    spans.append((float(x.min()), float(x.max())))
+  assert any(lo == pytest.approx(0.60) and hi == pytest.approx(0.62)
+             for lo, hi in spans), spans
+  legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+  assert "relu log loss, min..max over models" in legend
+  without = copy.deepcopy(_hand_results())
+  without["variants"] = without["variants"][1:]
+  assert report.reference_logloss_band(report.add_comparisons(without)) is None

@@ -135,3 +135,115 @@ def test_failed_run_is_reported_and_others_go_on(synthetic_dir, tmp_path):
     assert "broken" in run_dir and "train.log" in error
   assert [v["name"] for v in results["variants"]] == ["relu"]
   assert (tmp_path / "out" / "report.md").exists()
+
+
+# ----------------------------------------------------------------------------
+# --variant='NAME:section.key=value;...'
+
+
+def test_parse_config_variant_types_values_by_the_default():
+  variant = twin.parse_config_variant(
+      "wide_l2: train.steps=50; train.learning_rate=3e-3;model.dropout=0;"
+      "model.bottom_mlp=32,4;model.top_mlp=[16, 8, 1];determinism=true;"
+      "model.activation=smelu:beta=1,trainable=true;data.group_feature=;")
+  assert variant.name == "wide_l2"
+  assert variant.changes == {
+      "train.steps": 50, "train.learning_rate": 0.003, "model.dropout": 0.0,
+      "model.bottom_mlp": [32, 4], "model.top_mlp": [16, 8, 1],
+      "determinism": True, "model.activation": "smelu:beta=1,trainable=true",
+      "data.group_feature": ""}
+  assert [type(variant.changes[k]) for k in ("train.steps", "model.dropout",
+                                             "determinism")] == [int, float,
+                                                                 bool]
+  assert variant.spec.startswith("train.steps=50;")
+  assert twin.parse_config_variant("off:determinism=False").changes == {
+      "determinism": False}
+  # The result overrides a config like any other variant.
+  config = twin.run_config(config_lib.default_config(), variant, 1, ["init"])
+  assert config.model.bottom_mlp == [32, 4] and config.train.steps == 50
+
+
+def test_parse_config_variant_types_follow_the_given_config():
+  config = config_lib.override(config_lib.default_config(),
+                               {"model.top_mlp": [8, 1]})
+  assert twin.parse_config_variant("a:model.top_mlp=4,1", config).changes == {
+      "model.top_mlp": [4, 1]}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("typo:model.actvation=relu",
+     "--variant 'typo:model.actvation=relu': unknown config key "
+     "'model.actvation'; did you mean 'model.activation'\\?"),
+    ("steps:train.steps=1e3",
+     "config key 'train.steps' takes an int \\(currently 1000\\), got '1e3'"),
+    ("lr:train.learning_rate=fast", "'train.learning_rate' takes a float"),
+    ("det:determinism=maybe", "'determinism' takes a bool"),
+    ("mlp:model.bottom_mlp=64,x", "'model.bottom_mlp' takes a list"),
+    ("train.steps=5", "expected NAME:section.key=value;section.key=value"),
+    ("bad/name:train.steps=5", "NAME made of letters"),
+    ("empty:", "sets no config key"),
+    ("noeq:train.steps", "'train.steps' is not section.key=value"),
+    ("twice:train.steps=5;train.steps=6", "'train.steps' is set twice"),
+])
+def test_parse_config_variant_errors_name_the_key(text, message):
+  with pytest.raises(ValueError, match=message):
+    twin.parse_config_variant(text)
+
+
+def test_variants_from_flags_keeps_the_meaning_of_variants():
+  named = {"deep": {"model.top_mlp": [8, 8, 1]}}
+  text = "relu,smelu:beta=1,trainable=true;ensemble:n=2"
+  assert twin.variants_from_flags(text, [], named) == [
+      twin.parse_variant(s, named) for s in twin.split_variant_specs(text)]
+  # Neither flag: the config file's get_variants().
+  assert [v.name for v in twin.variants_from_flags("", [], named)] == ["deep"]
+  # --variant after --variants; alone without --variants.
+  both = twin.variants_from_flags("relu", ["fast:train.steps=5"], named)
+  assert [(v.name, v.changes) for v in both] == [
+      ("relu", {"model.activation": "relu"}), ("fast", {"train.steps": 5})]
+  alone = twin.variants_from_flags("", ["fast:train.steps=5"], named)
+  assert [v.name for v in alone] == ["fast"]
+  with pytest.raises(ValueError, match="give --variants or --variant"):
+    twin.variants_from_flags("", [], {})
+  with pytest.raises(ValueError, match="'relu' given twice"):
+    twin.variants_from_flags("relu", ["relu:train.steps=5"], named)
+
+
+def test_cli_unknown_variant_key_fails_before_any_run(synthetic_dir, tmp_path):
+  config_file = write_config_file(str(tmp_path / "config.py"),
+                                  tiny_config(synthetic_dir))
+  out = tmp_path / "out"
+  result = _twin_cli(config_file, out, "--variants=relu",
+                     "--variant=l2:train.steps=5;model.dense_l3=1e-5")
+  assert result.returncode != 0
+  assert ("unknown config key 'model.dense_l3'; did you mean"
+          in result.stderr), result.stderr[-2000:]
+  assert not out.exists(), "nothing trained or written"
+
+
+def test_report_mode_summary_is_schema_2(tmp_path):
+  # What --mode=report merges: finished runs' predictions -> schema-2 results.
+  rng = np.random.default_rng(0)
+  labels = (rng.random(200) < 0.3).astype(np.int64)
+  base = config_lib.default_config()
+  runs = []
+  for spec, noise in (("relu", 0.3), ("smelu:beta=1", 0.05)):
+    variant = twin.parse_variant(spec)
+    for i in range(3):
+      run_dir = tmp_path / "runs" / variant.name / str(i)
+      run_dir.mkdir(parents=True)
+      logit = np.where(labels == 1, 0.5, -1.0) + rng.normal(0, noise, 200)
+      np.savez(run_dir / "predictions.npz", labels=labels,
+               probabilities=1 / (1 + np.exp(-logit)))
+      run = twin.Run(variant, i, str(run_dir),
+                     twin.run_config(base, variant, i, ["init"]),
+                     twin.model_seeds(base, i, ["init"]))
+      (run_dir / twin.DONE_FILE).write_text(json.dumps(
+          {"config": run.config.to_dict(), "seconds": 1.0}))
+      runs.append(run)
+  results, _ = twin.summarize(runs, str(tmp_path), ["init"], top_k=3)
+  assert results["schema_version"] == 2 and results["reference"] == "relu"
+  comparison = results["variants"][1]["vs_reference"]
+  assert set(comparison) == {"pd", "logloss", "auc", "ne"}
+  assert comparison["pd"]["verdict"] == "smaller"
+  assert comparison["logloss"]["indices"] == [0, 1, 2]
