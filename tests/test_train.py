@@ -249,6 +249,7 @@ def test_cli_trains_with_override_and_writes_config(synthetic_dir, tmp_path):
 
 def test_cli_help_lists_flags():
   result = run_python(["-m", "recsys_smelu.train", "--helpfull"])
+  assert result.returncode == 1, result.stderr[-3000:]  # absl's for --helpfull
   for flag in ("--strategy", "--tpu", "--mode", "--model_dir", "--config"):
     assert flag in result.stdout
 
