@@ -32,7 +32,8 @@ every run, unless the command line gives ``--config.determinism``, which
 wins; the report's environment says which applied.
 
 Several hosts: give each host a subset of the variants with ``--mode=train``
-and the same ``--output_dir`` (a shared, mounted directory), then run
+and the same ``--output_dir`` (a shared directory or gs:// path; remote
+paths are written locally and copied, see ``evaluate_variants``), then run
 ``--mode=report`` with all variants once to merge.
 """
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -47,6 +49,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Optional, Sequence
 
@@ -225,12 +228,13 @@ def prune_run_dir(run_dir: str) -> list[str]:
     state = tf.train.get_checkpoint_state(checkpoint_dir)
     saved_at = dict(zip((os.path.basename(path)
                          for path in state.all_model_checkpoint_paths),
-                        state.all_model_checkpoint_timestamps))
+                        state.all_model_checkpoint_timestamps)) if state else {}
     tf.compat.v1.train.update_checkpoint_state(
         checkpoint_dir, keep, all_model_checkpoint_paths=[keep],
         all_model_checkpoint_timestamps=(
             [saved_at[keep]] if keep in saved_at else None),
-        last_preserved_timestamp=state.last_preserved_timestamp)
+        last_preserved_timestamp=state.last_preserved_timestamp if state
+        else None)
   saved_model = _saved_model_dir(run_dir)
   if saved_model:
     export_root = os.path.dirname(saved_model)
@@ -366,22 +370,86 @@ def evaluate_variants(config: ml_collections.ConfigDict, output_dir: str,
                       variants: Sequence[Variant], num_models: int = 3,
                       vary: Sequence[str] = ("init", "data_order"),
                       parallel: int = 1, mode: str = "all",
-                      top_k: int = 10, determinism_from: str = "config"
+                      top_k: int = 10, determinism_from: str = "config",
+                      local_dir: Optional[str] = None
                       ) -> tuple[dict[str, Any], dict[str, str]]:
   """Trains (``mode`` all|train) and reports (all|report) the twin runs.
 
   Returns (results, failures); writes results.json, results.csv, report.md
   and the plots to ``output_dir`` unless ``mode == 'train'``.
   ``determinism_from`` says in the report where ``config.determinism``
-  came from. Raises ValueError for a remote ``output_dir`` (``gs://...``):
-  runs write local files.
+  came from.
+
+  A remote ``output_dir`` (``gs://...``, any ``tf.io.gfile`` scheme) is
+  mirrored in ``local_dir`` (default: a directory named after it under the
+  system's temporary directory, so a re-run on the same host resumes):
+  what ``output_dir`` holds is copied there first, the runs and the report
+  are written there, and finished runs and the report are copied back.
   """
-  if "://" in output_dir:
-    raise ValueError(
-        f"output_dir {output_dir!r}: the twin evaluator needs a local or "
-        "mounted directory (runs write there with local file operations); "
-        "write locally and copy it, e.g. `gcloud storage cp -r DIR "
-        f"{output_dir}`")
+  if "://" not in output_dir:
+    return _evaluate_in(config, output_dir, variants, num_models, vary,
+                        parallel, mode, top_k, determinism_from)
+  local_dir = local_dir or os.path.join(
+      tempfile.gettempdir(), "recsys_smelu_twin",
+      hashlib.sha256(output_dir.encode()).hexdigest()[:16])
+  logging.info("%s: runs are written to %s and copied there", output_dir,
+               local_dir)
+  _copy_tree(output_dir, local_dir)
+  try:
+    results, failures = _evaluate_in(config, local_dir, variants, num_models,
+                                     vary, parallel, mode, top_k,
+                                     determinism_from)
+  finally:
+    _upload_finished(local_dir, output_dir)
+  local_root = os.path.abspath(local_dir)
+  return results, {run_dir.replace(local_root, output_dir.rstrip("/"), 1): error
+                   for run_dir, error in failures.items()}
+
+
+def _copy_tree(source: str, destination: str,
+               only: Optional[Sequence[str]] = None) -> int:
+  """Copies the files under ``source`` (``tf.io.gfile`` paths) that are
+  missing or of another size in ``destination``; ``only``: relative paths of
+  the files or directories to copy. Returns the number copied."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.isdir(source):
+    return 0
+  copied = 0
+  for root, _, names in tf.io.gfile.walk(source):
+    relative_root = os.path.relpath(root, source) if root != source else ""
+    for name in names:
+      relative = os.path.join(relative_root, name)
+      if only is not None and not any(
+          relative == o or relative.startswith(o.rstrip("/") + "/")
+          for o in only):
+        continue
+      target = os.path.join(destination, relative)
+      if (tf.io.gfile.exists(target) and tf.io.gfile.stat(target).length ==
+          tf.io.gfile.stat(os.path.join(root, name)).length):
+        continue
+      tf.io.gfile.makedirs(os.path.dirname(target))
+      tf.io.gfile.copy(os.path.join(root, name), target, overwrite=True)
+      copied += 1
+  return copied
+
+
+def _upload_finished(local_dir: str, output_dir: str) -> None:
+  """Copies the report files and the finished (pruned) runs to ``output_dir``."""
+  if not os.path.isdir(local_dir):
+    return
+  only = [name for name in os.listdir(local_dir)
+          if os.path.isfile(os.path.join(local_dir, name))]
+  runs_root = os.path.join(local_dir, "runs")
+  for root, _, names in os.walk(runs_root):
+    if DONE_FILE in names:
+      only.append(os.path.relpath(root, local_dir))
+  copied = _copy_tree(local_dir, output_dir, only)
+  logging.info("copied %d files to %s", copied, output_dir)
+
+
+def _evaluate_in(config, output_dir, variants, num_models, vary, parallel,
+                 mode, top_k, determinism_from):
+  """``evaluate_variants`` in a local (or mounted) ``output_dir``."""
   unknown = set(vary) - set(VARY_CHOICES)
   if unknown or not vary or ("none" in vary and len(vary) > 1):
     raise ValueError(f"vary={','.join(vary)!r}: give one or more of "
@@ -464,7 +532,9 @@ def main(argv):
     raise SystemExit(f"error: {e}") from None
   if results:
     print(report_lib.format_text_table(results))
-    print(f"\nReport: {os.path.join(os.path.abspath(f.output_dir), 'report.md')}")
+    root = (f.output_dir if "://" in f.output_dir else
+            os.path.abspath(f.output_dir))
+    print(f"\nReport: {os.path.join(root, 'report.md')}")
   if failures:
     print(f"\n{len(failures)} run(s) failed or unfinished:", file=sys.stderr)
     for run_dir, error in failures.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -168,10 +169,70 @@ def test_explicit_config_determinism_wins_over_the_twin_default():
   assert kept.determinism is False and source == "--config.determinism"
 
 
-def test_remote_output_dir_is_a_clear_error(synthetic_dir):
-  with pytest.raises(ValueError, match="gs://bucket/twin.*local or mounted"):
-    twin.evaluate_variants(tiny_config(synthetic_dir), "gs://bucket/twin",
-                           [twin.parse_variant("relu")], num_models=2)
+def _fake_trainer(monkeypatch, num_examples=200):
+  """Replaces the train subprocess by one that writes a finished run's files
+  (two checkpoints, a SavedModel, predictions) into its --model_dir."""
+  real_run = subprocess.run
+
+  def fake_run(command, **kwargs):
+    if command[1:3] != ["-m", "recsys_smelu.train"]:
+      return real_run(command, **kwargs)
+    model_dir = next(a.split("=", 1)[1] for a in command
+                     if a.startswith("--model_dir="))
+    rng = np.random.default_rng(len(model_dir))
+    os.makedirs(os.path.join(model_dir, "checkpoints"))
+    for step in (10, 20):
+      for suffix in (".index", ".data-00000-of-00001"):
+        with open(os.path.join(model_dir, "checkpoints",
+                               f"ckpt-{step}{suffix}"), "w") as f:
+          f.write("x" * 100)
+    os.makedirs(os.path.join(model_dir, "export", "20"))
+    with open(os.path.join(model_dir, "export", "20", "saved_model.pb"),
+              "w") as f:
+      f.write("pb")
+    with open(os.path.join(model_dir, "eval_metrics.json"), "w") as f:
+      json.dump({"step": 20}, f)
+    np.savez(os.path.join(model_dir, "predictions.npz"),
+             labels=np.arange(num_examples) % 2 * 1.0,
+             probabilities=rng.uniform(0.1, 0.9, num_examples))
+    return subprocess.CompletedProcess(command, 0)
+
+  monkeypatch.setattr(twin.subprocess, "run", fake_run)
+  monkeypatch.setattr(native, "prepare", lambda: None)
+
+
+def test_remote_output_dir_is_written_locally_and_copied(
+    synthetic_dir, tmp_path, monkeypatch):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  _fake_trainer(monkeypatch)
+  monkeypatch.chdir(tmp_path)
+  config = tiny_config(synthetic_dir, data__eval_truth="")
+  remote = "ram://bucket/twin"
+  variants = [twin.parse_variant("relu"), twin.parse_variant("gelu")]
+  results, failures = twin.evaluate_variants(
+      config, remote, variants, num_models=2, vary=["init"],
+      local_dir=str(tmp_path / "host1"))
+  assert not failures and not os.path.exists(tmp_path / "ram:")
+  for name in ("results.json", "report.md", "results.csv",
+               "runs/relu/0/predictions.npz", "runs/gelu/1/run_done.json",
+               "runs/gelu/1/checkpoints/ckpt-20.index",
+               "runs/gelu/1/export/20/saved_model.pb"):
+    assert tf.io.gfile.exists(f"{remote}/{name}"), name
+  # Pruned before the copy: the other checkpoint never reaches the remote.
+  assert not tf.io.gfile.exists(f"{remote}/runs/relu/0/checkpoints/"
+                                "ckpt-10.index")
+  with tf.io.gfile.GFile(f"{remote}/results.json") as f:
+    assert json.load(f)["variants"] == json.loads(json.dumps(
+        results["variants"]))
+
+  # Another host reports from the remote alone: nothing is retrained.
+  monkeypatch.setattr(twin, "_train_subprocess", None)  # must not be called
+  again, failures = twin.evaluate_variants(
+      config, remote, variants, num_models=2, vary=["init"], mode="report",
+      local_dir=str(tmp_path / "host2"))
+  assert not failures
+  assert [v["pd"] for v in again["variants"]] == [
+      v["pd"] for v in results["variants"]]
 
 
 def test_native_ops_are_built_once_before_the_runs(monkeypatch, tmp_path):
