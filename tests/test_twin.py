@@ -173,6 +173,7 @@ def _fake_trainer(monkeypatch, num_examples=200):
   """Replaces the train subprocess by one that writes a finished run's files
   (two checkpoints, a SavedModel, predictions) into its --model_dir."""
   real_run = subprocess.run
+  calls = []  # (model_dir, its files when training starts)
 
   def fake_run(command, **kwargs):
     if command[1:3] != ["-m", "recsys_smelu.train"]:
@@ -180,7 +181,8 @@ def _fake_trainer(monkeypatch, num_examples=200):
     model_dir = next(a.split("=", 1)[1] for a in command
                      if a.startswith("--model_dir="))
     rng = np.random.default_rng(len(model_dir))
-    os.makedirs(os.path.join(model_dir, "checkpoints"))
+    calls.append((model_dir, sorted(os.listdir(model_dir))))
+    os.makedirs(os.path.join(model_dir, "checkpoints"), exist_ok=True)
     for step in (10, 20):
       for suffix in (".index", ".data-00000-of-00001"):
         with open(os.path.join(model_dir, "checkpoints",
@@ -199,6 +201,27 @@ def _fake_trainer(monkeypatch, num_examples=200):
 
   monkeypatch.setattr(twin.subprocess, "run", fake_run)
   monkeypatch.setattr(native, "prepare", lambda: None)
+  return calls
+
+
+def test_unfinished_run_resumes_with_its_checkpoints_then_is_skipped(
+    synthetic_dir, tmp_path, monkeypatch):
+  calls = _fake_trainer(monkeypatch)
+  config = tiny_config(synthetic_dir, data__eval_truth="")
+  out = tmp_path / "out"
+  unfinished = out / "runs" / "relu" / "1"
+  (unfinished / "checkpoints").mkdir(parents=True)
+  (unfinished / "checkpoints" / "ckpt-10.index").write_text("x")
+  args = (config, str(out), [twin.parse_variant("relu")])
+  _, failures = twin.evaluate_variants(*args, num_models=2, vary=["init"])
+  assert not failures
+  assert [(os.path.basename(d), files) for d, files in calls] == [
+      ("0", ["run_config.py", "train.log"]),
+      ("1", ["checkpoints", "run_config.py", "train.log"])]
+  assert sorted(os.listdir(unfinished / "checkpoints")) == [
+      "checkpoint", "ckpt-20.data-00000-of-00001", "ckpt-20.index"]
+  _, failures = twin.evaluate_variants(*args, num_models=2, vary=["init"])
+  assert not failures and len(calls) == 2  # finished: not trained again
 
 
 def test_remote_output_dir_is_written_locally_and_copied(
