@@ -194,7 +194,8 @@ def build(retry: bool = False) -> str:
                             check=False)
   except OSError as error:  # the compiler vanished or cannot execute
     os.unlink(partial)
-    reason = f"cannot run the C++ compiler {command[0]!r} (set CXX to one): {error}"
+    reason = (f"cannot run the C++ compiler {command[0]!r} (set CXX to one): "
+              f"{error}")
     _write_atomically(record, reason)
     raise NativeOpsError(reason) from error
   if result.returncode != 0:
@@ -210,12 +211,17 @@ def build(retry: bool = False) -> str:
 
 
 def _write_atomically(path: str, text: str) -> None:
-  handle, partial = tempfile.mkstemp(prefix=os.path.basename(path) + ".",
-                                     suffix=".partial",
-                                     dir=os.path.dirname(path))
-  with os.fdopen(handle, "w") as f:
-    f.write(text)
-  os.replace(partial, path)
+  """Best effort: a cache that cannot take the record only costs a retry."""
+  try:
+    handle, partial = tempfile.mkstemp(prefix=os.path.basename(path) + ".",
+                                       suffix=".partial",
+                                       dir=os.path.dirname(path))
+    with os.fdopen(handle, "w") as f:
+      f.write(text)
+    os.replace(partial, path)
+  except OSError as error:
+    logging.warning("Cannot record the failed native build in %s: %s", path,
+                    error)
 
 
 def remove_stale_files(keep: str) -> list[str]:
