@@ -32,8 +32,6 @@ def get_config(activation: str = "relu"):
       "data.format": "movielens",
       "data.movielens_dir": MOVIELENS_DIR,
       "data.group_feature": "user_id",
-      "data.num_dense": 19,  # informational: the schema comes from the files
-      "data.num_categorical": 7,
       "data.shuffle_buffer": 10_000,
       "model.interaction": "dot",
       "model.embedding_dim": 16,

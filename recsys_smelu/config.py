@@ -266,12 +266,22 @@ def load_config_module(path: str):
   """Imports a ``configs/*.py`` file as a module (its ``get_config()`` etc.).
 
   For config files that build on another one, and for ``get_variants()``.
+  A missing file raises ``absl.flags.IllegalFlagValueError`` naming it and
+  the config file that loads it: while ``--config`` is parsed that ends the
+  command with the message alone (a config file copied without the sibling
+  it loads), where an ``OSError`` would surface later in a traceback.
   """
   import importlib.util  # pylint: disable=g-import-not-at-top
+  import inspect  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    caller = inspect.currentframe().f_back.f_globals.get("__file__")
+    loaded_by = (f" (loaded by config file {caller}: copy it along, or use the "
+                 "repository's configs/)" if caller else "")
+    raise flags.IllegalFlagValueError(
+        f"config file {path} not found{loaded_by}")
   name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
-  if spec is None:
-    raise FileNotFoundError(f"config file {path!r} not found")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module

@@ -20,11 +20,22 @@ Every model is trained by the same trainer as ``recsys_smelu.train`` (its
 command line, in a subprocess: isolation of process-global TF settings,
 ``--parallel`` runs, and a log file per run), in ``OUT/runs/<variant>/<i>/``
 with checkpoints, ``eval_metrics.json``, ``predictions.npz`` and a SavedModel.
-Re-running the same command skips finished runs and resumes unfinished ones;
-a failed run is reported with its log and the others go on (exit status 1).
+When a run finishes, its directory is pruned to what the report and a later
+look need: the checkpoint ``eval_metrics.json`` was computed from (its
+``step``), the SavedModel, the predictions, and the small files (logs,
+config, json, TensorBoard summaries). Re-running the same command skips
+finished runs and resumes unfinished ones (they keep their checkpoints); a
+failed run is reported with its log and the others go on (exit status 1).
+The native ops (``recsys_smelu.native``) are built once before the runs
+start.
+
+Op determinism: ``--determinism`` (default true) sets ``determinism`` in
+every run, unless the command line gives ``--config.determinism``, which
+wins; the report's environment says which applied.
 
 Several hosts: give each host a subset of the variants with ``--mode=train``
-and the same ``--output_dir`` (a shared or gs:// path), then run
+and the same ``--output_dir`` (a shared directory or gs:// path; remote
+paths are written locally and copied, see ``evaluate_variants``), then run
 ``--mode=report`` with all variants once to merge.
 """
 
@@ -32,12 +43,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Optional, Sequence
 
@@ -48,6 +62,7 @@ import numpy as np
 from recsys_smelu import activations as activations_lib
 from recsys_smelu import config as config_lib
 from recsys_smelu import metrics as metrics_lib
+from recsys_smelu import native
 from recsys_smelu import platform_info
 from recsys_smelu import report as report_lib
 
@@ -305,16 +320,76 @@ def _train_subprocess(run: Run) -> tuple[Run, Optional[str], float]:
   seconds = time.perf_counter() - start
   if result.returncode != 0:
     return run, f"exit status {result.returncode}; log: {run.log_path}", seconds
+  prune_run_dir(run.run_dir)  # before run_done.json: done means pruned
   with open(os.path.join(run.run_dir, DONE_FILE), "w") as f:
     json.dump({"config": run.config.to_dict(), "seconds": seconds}, f)
   return run, None, seconds
 
 
+def prune_run_dir(run_dir: str) -> list[str]:
+  """Deletes what a finished run no longer needs; returns the deleted paths.
+
+  Keeps the checkpoint ``eval_metrics.json`` was computed from
+  (``ckpt-<step>``, which the checkpoint state then lists alone) and the
+  newest SavedModel under ``export/``; deletes the other checkpoints and
+  exports. Keeps everything when ``ckpt-<step>`` is not there, so a
+  run is never left without the checkpoint its metrics came from.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from recsys_smelu import train as train_lib  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(run_dir, train_lib.EVAL_METRICS_FILE)) as f:
+    step = json.load(f)["step"]
+  checkpoint_dir = os.path.join(run_dir, train_lib.CHECKPOINT_SUBDIR)
+  keep = f"ckpt-{step}"
+  if not os.path.exists(os.path.join(checkpoint_dir, keep + ".index")):
+    logging.warning("%s: no checkpoint %s (the step of %s); nothing pruned",
+                    run_dir, keep, train_lib.EVAL_METRICS_FILE)
+    return []
+  deleted = [os.path.join(checkpoint_dir, name)
+             for name in sorted(os.listdir(checkpoint_dir))
+             if name != "checkpoint" and not name.startswith(keep + ".")]
+  for path in deleted:
+    os.remove(path)
+  if deleted:  # the state then lists ckpt-<step> alone, as saved
+    state = tf.train.get_checkpoint_state(checkpoint_dir)
+    saved_at = dict(zip((os.path.basename(path)
+                         for path in state.all_model_checkpoint_paths),
+                        state.all_model_checkpoint_timestamps)) if state else {}
+    tf.compat.v1.train.update_checkpoint_state(
+        checkpoint_dir, keep, all_model_checkpoint_paths=[keep],
+        all_model_checkpoint_timestamps=(
+            [saved_at[keep]] if keep in saved_at else None),
+        last_preserved_timestamp=state.last_preserved_timestamp if state
+        else None)
+  saved_model = _saved_model_dir(run_dir)
+  if saved_model:
+    export_root = os.path.dirname(saved_model)
+    for name in sorted(os.listdir(export_root)):
+      path = os.path.join(export_root, name)
+      if path != saved_model:
+        if os.path.isdir(path):
+          shutil.rmtree(path)
+        else:
+          os.remove(path)
+        deleted.append(path)
+  return deleted
+
+
 def train_runs(runs: Sequence[Run], parallel: int = 1) -> dict[str, str]:
-  """Trains the unfinished runs; returns {run_dir: error} of failed ones."""
+  """Trains the unfinished runs; returns {run_dir: error} of failed ones.
+
+  Builds the native ops first (``native.prepare``), so that the runs load
+  them, or fall back at once, instead of each compiling them. Finished runs
+  written before pruning existed are pruned now.
+  """
   todo = [r for r in runs if not r.is_done()]
   logging.info("%d of %d runs to train (%d finished before)", len(todo),
                len(runs), len(runs) - len(todo))
+  for run in runs:
+    if run.is_done():
+      prune_run_dir(run.run_dir)
+  if todo:
+    native.prepare()
   failures = {}
   with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
     for run, error, seconds in pool.map(_train_subprocess, todo):
@@ -397,7 +472,9 @@ def summarize(runs: Sequence[Run], output_dir: str, vary: Sequence[str],
   return report_lib.add_comparisons(results), per_example_pd
 
 
-def environment(config: ml_collections.ConfigDict, seconds_per_model) -> dict:
+def environment(config: ml_collections.ConfigDict, seconds_per_model,
+                determinism_from: str = "config") -> dict:
+  """TF, Python, device, op determinism and where its value came from."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   gpus = tf.config.list_physical_devices("GPU")
   return {
@@ -406,6 +483,7 @@ def environment(config: ml_collections.ConfigDict, seconds_per_model) -> dict:
       "device": (f"{len(gpus)} GPU(s)" if gpus else
                  platform_info.cpu_description()),
       "determinism": bool(config.determinism),
+      "determinism_from": determinism_from,
       "seconds_per_model": seconds_per_model,
   }
 
@@ -418,12 +496,86 @@ def evaluate_variants(config: ml_collections.ConfigDict, output_dir: str,
                       variants: Sequence[Variant], num_models: int = 3,
                       vary: Sequence[str] = ("init", "data_order"),
                       parallel: int = 1, mode: str = "all",
-                      top_k: int = 10) -> tuple[dict[str, Any], dict[str, str]]:
+                      top_k: int = 10, determinism_from: str = "config",
+                      local_dir: Optional[str] = None
+                      ) -> tuple[dict[str, Any], dict[str, str]]:
   """Trains (``mode`` all|train) and reports (all|report) the twin runs.
 
   Returns (results, failures); writes results.json, results.csv, report.md
   and the plots to ``output_dir`` unless ``mode == 'train'``.
+  ``determinism_from`` says in the report where ``config.determinism``
+  came from.
+
+  A remote ``output_dir`` (``gs://...``, any ``tf.io.gfile`` scheme) is
+  mirrored in ``local_dir`` (default: a directory named after it under the
+  system's temporary directory, so a re-run on the same host resumes):
+  what ``output_dir`` holds is copied there first, the runs and the report
+  are written there, and finished runs and the report are copied back.
   """
+  if "://" not in output_dir:
+    return _evaluate_in(config, output_dir, variants, num_models, vary,
+                        parallel, mode, top_k, determinism_from)
+  local_dir = local_dir or os.path.join(
+      tempfile.gettempdir(), "recsys_smelu_twin",
+      hashlib.sha256(output_dir.encode()).hexdigest()[:16])
+  logging.info("%s: runs are written to %s and copied there", output_dir,
+               local_dir)
+  _copy_tree(output_dir, local_dir)
+  try:
+    results, failures = _evaluate_in(config, local_dir, variants, num_models,
+                                     vary, parallel, mode, top_k,
+                                     determinism_from)
+  finally:
+    _upload_finished(local_dir, output_dir)
+  local_root = os.path.abspath(local_dir)
+  return results, {run_dir.replace(local_root, output_dir.rstrip("/"), 1): error
+                   for run_dir, error in failures.items()}
+
+
+def _copy_tree(source: str, destination: str,
+               only: Optional[Sequence[str]] = None) -> int:
+  """Copies the files under ``source`` (``tf.io.gfile`` paths) that are
+  missing or of another size in ``destination``; ``only``: relative paths of
+  the files or directories to copy. Returns the number copied."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.isdir(source):
+    return 0
+  copied = 0
+  for root, _, names in tf.io.gfile.walk(source):
+    relative_root = os.path.relpath(root, source) if root != source else ""
+    for name in names:
+      relative = os.path.join(relative_root, name)
+      if only is not None and not any(
+          relative == o or relative.startswith(o.rstrip("/") + "/")
+          for o in only):
+        continue
+      target = os.path.join(destination, relative)
+      if (tf.io.gfile.exists(target) and tf.io.gfile.stat(target).length ==
+          tf.io.gfile.stat(os.path.join(root, name)).length):
+        continue
+      tf.io.gfile.makedirs(os.path.dirname(target))
+      tf.io.gfile.copy(os.path.join(root, name), target, overwrite=True)
+      copied += 1
+  return copied
+
+
+def _upload_finished(local_dir: str, output_dir: str) -> None:
+  """Copies the report files and the finished (pruned) runs to ``output_dir``."""
+  if not os.path.isdir(local_dir):
+    return
+  only = [name for name in os.listdir(local_dir)
+          if os.path.isfile(os.path.join(local_dir, name))]
+  runs_root = os.path.join(local_dir, "runs")
+  for root, _, names in os.walk(runs_root):
+    if DONE_FILE in names:
+      only.append(os.path.relpath(root, local_dir))
+  copied = _copy_tree(local_dir, output_dir, only)
+  logging.info("copied %d files to %s", copied, output_dir)
+
+
+def _evaluate_in(config, output_dir, variants, num_models, vary, parallel,
+                 mode, top_k, determinism_from):
+  """``evaluate_variants`` in a local (or mounted) ``output_dir``."""
   unknown = set(vary) - set(VARY_CHOICES)
   if unknown or not vary or ("none" in vary and len(vary) > 1):
     raise ValueError(f"vary={','.join(vary)!r}: give one or more of "
@@ -454,12 +606,28 @@ def evaluate_variants(config: ml_collections.ConfigDict, output_dir: str,
   results["failed_runs"] = failures
   report_lib.write_report(results, output_dir, per_example_pd=per_example_pd,
                           environment=environment(
-                              config, results["seconds_per_model"]))
+                              config, results["seconds_per_model"],
+                              determinism_from))
   return results, failures
 
 
 # ----------------------------------------------------------------------------
 # Command line
+
+
+def apply_determinism_flag(config: ml_collections.ConfigDict,
+                           determinism: bool, flag_given: bool,
+                           config_overrides: dict[str, Any]
+                           ) -> tuple[ml_collections.ConfigDict, str]:
+  """(config, where its ``determinism`` came from) for the command line.
+
+  ``--determinism`` (default true) sets ``determinism`` unless
+  ``config_overrides`` (the ``--config.*`` flags given) has it, which wins.
+  """
+  if "determinism" in config_overrides:
+    return config, "--config.determinism"
+  return (config_lib.override(config, {"determinism": determinism}),
+          "--determinism" if flag_given else "--determinism (default)")
 
 
 def _load_named_variants(config_path: str) -> dict[str, dict]:
@@ -471,21 +639,24 @@ def _load_named_variants(config_path: str) -> dict[str, dict]:
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
-  config = f.config
-  if f.determinism is not None:
-    config = config_lib.override(config, {"determinism": f.determinism})
+  config, determinism_from = apply_determinism_flag(
+      f.config, f.determinism, bool(f["determinism"].present),
+      config_flags.get_override_values(f["config"]))
   named = _load_named_variants(f["config"].config_filename)
   try:
     variants = variants_from_flags(f.variants, f.variant, named, config)
     results, failures = evaluate_variants(
         config, f.output_dir, variants, f.num_models, f.vary, f.parallel,
-        f.mode, f.top_k)
+        f.mode, f.top_k, determinism_from)
   except (ValueError, RuntimeError) as e:
     raise SystemExit(f"error: {e}") from None
   if results:
     print(report_lib.format_text_table(results))
-    print(f"\nReport: {os.path.join(os.path.abspath(f.output_dir), 'report.md')}")
+    root = (f.output_dir if "://" in f.output_dir else
+            os.path.abspath(f.output_dir))
+    print(f"\nReport: {os.path.join(root, 'report.md')}")
   if failures:
     print(f"\n{len(failures)} run(s) failed or unfinished:", file=sys.stderr)
     for run_dir, error in failures.items():
@@ -518,7 +689,8 @@ def _define_flags():
   flags.DEFINE_integer("top_k", 10, "k of the top-k swap rate (data with "
                        "data.group_feature only).")
   flags.DEFINE_boolean("determinism", True, "Op determinism in every run, so "
-                       "models differ only in what --vary says.")
+                       "models differ only in what --vary says; an explicit "
+                       "--config.determinism wins.")
   flags.mark_flags_as_required(["config", "output_dir"])
 
 

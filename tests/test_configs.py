@@ -34,3 +34,32 @@ def test_config_argument_sets_activation():
   module = config_lib.load_config_module(
       os.path.join(REPO_ROOT, "configs", "quickstart.py"))
   assert module.get_config("smelu:beta=0.5").model.activation == "smelu:beta=0.5"
+
+
+SIBLING_LOADERS = [p for p in CONFIG_FILES
+                   if "load_config_module" in open(p).read()]
+
+
+@pytest.mark.parametrize("path", SIBLING_LOADERS, ids=os.path.basename)
+def test_copied_config_without_its_sibling_names_the_missing_file(path,
+                                                                  tmp_path):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  copy = tmp_path / os.path.basename(path)
+  copy.write_text(open(path).read())
+  with pytest.raises(flags.IllegalFlagValueError,
+                     match=f"config file {tmp_path}/\\w+\\.py not found "
+                     f"\\(loaded by config file {copy}"):
+    config_lib.load_config_module(str(copy))
+
+
+def test_train_cli_with_a_copied_config_prints_one_message(tmp_path):
+  from conftest import run_python  # pylint: disable=g-import-not-at-top
+  copy = tmp_path / "study_synthetic.py"
+  copy.write_text(open(os.path.join(REPO_ROOT, "configs",
+                                    "study_synthetic.py")).read())
+  result = run_python(["-m", "recsys_smelu.train", f"--config={copy}",
+                       f"--model_dir={tmp_path / 'model'}"])
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  assert (f"config file {tmp_path}/quickstart.py not found (loaded by config "
+          f"file {copy}") in result.stderr

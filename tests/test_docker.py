@@ -4,8 +4,11 @@ A small line parser (comments dropped, backslash continuations joined, one
 instruction per logical line) reads each Dockerfile; the tests check that it
 installs this repository with pip, that every COPY/ADD source exists in the
 repository and is not excluded by .dockerignore, that CMD/ENTRYPOINT start a
-console script declared in setup.py whose target function exists, and the
-TPU image's swap of the CPU tensorflow build for tensorflow-tpu.
+console script declared in setup.py whose target function exists, that the
+steps come in an order that works (CUDA or TPU TensorFlow, the package, the
+native build), and that docker/README.md names only scripts and
+Dockerfiles that exist. Checks that would only restate a Dockerfile's text
+are left out.
 """
 
 from __future__ import annotations
@@ -164,10 +167,6 @@ def test_dockerignore_matching():
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_dockerfile_installs_the_repository(flavour):
   path, instructions = load(flavour)
-  ops = [op for _, op, _ in instructions]
-  assert ops[0] == "FROM", f"{path}: first instruction must be FROM"
-  assert all(op in {"FROM", "ENV", "WORKDIR", "COPY", "ADD", "RUN", "CMD",
-                    "ENTRYPOINT", "ARG", "LABEL"} for op in ops), ops
   workdirs = [args for _, op, args in instructions if op == "WORKDIR"]
   repo_installs = [w for w in pip_commands(instructions)
                    if "." in w[w.index("install") + 1:]]
@@ -181,8 +180,6 @@ def test_dockerfile_installs_the_repository(flavour):
   for needed in ("setup.py", "README.md", "recsys_smelu"):
     assert needed in copied, f"{path}: {needed} is not copied into the image"
   assert workdirs, f"{path}: pip install . needs a WORKDIR holding setup.py"
-  envs = " ".join(args for _, op, args in instructions if op == "ENV")
-  assert re.search(r"\bTF_USE_LEGACY_KERAS=1\b", envs), path
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -212,7 +209,6 @@ def test_default_command_is_a_declared_console_script(flavour):
               if op in ("CMD", "ENTRYPOINT")]
   assert commands, f"{path}: no CMD/ENTRYPOINT"
   line, words = commands[-1]
-  assert words == ["recsys-smelu-train", "--help"], f"{path}:{line}: {words}"
   target = scripts.get(words[0])
   assert target, (f"{path}:{line}: {words[0]!r} is not a console script in "
                   f"setup.py (declared: {sorted(scripts)})")
@@ -261,11 +257,10 @@ def test_readme_mentions_only_declared_console_scripts():
     readme = f.read()
   mentioned = set(re.findall(r"\brecsys-smelu-[a-z]+\b", readme))
   declared = declared_console_scripts()
-  assert {"recsys-smelu-train", "recsys-smelu-twin",
-          "recsys-smelu-export"} <= mentioned
-  assert mentioned <= set(declared), mentioned - set(declared)
-  for flavour in FLAVOURS:
-    assert f"docker/Dockerfile.{flavour}" in readme
+  assert mentioned and mentioned <= set(declared), mentioned - set(declared)
+  dockerfiles = set(re.findall(r"\bdocker/(Dockerfile\.[a-z]+)", readme))
+  assert dockerfiles and all(os.path.exists(os.path.join(DOCKER_DIR, name))
+                             for name in dockerfiles), dockerfiles
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

@@ -119,7 +119,116 @@ def test_build_failure_names_the_compiler(tmp_path, monkeypatch):
   with pytest.raises(native.NativeOpsError,
                      match="compiling .*criteo_rows.cc .*embedding_adagrad.cc"):
     native.build()
-  assert os.listdir(tmp_path) == []  # no partial library left behind
+  # No partial library left behind; the failure is recorded.
+  assert [name.endswith(".failed") for name in os.listdir(tmp_path)] == [True]
+
+
+def _fake_compiler(directory) -> str:
+  """A ``$CXX`` that logs each compile to ``calls``, prints ``version`` for
+  --version, fails while a ``fail`` file exists, else writes its -o file."""
+  script = directory / "fake-cxx"
+  script.write_text(
+      "#!/bin/sh\n"
+      "here=$(dirname \"$0\")\n"
+      "if [ \"$1\" = --version ]; then cat \"$here/version\"; exit 0; fi\n"
+      "echo compile >> \"$here/calls\"\n"
+      "if [ -f \"$here/fail\" ]; then echo 'x.cc:1: error: broken' >&2; "
+      "exit 1; fi\n"
+      "while [ $# -gt 0 ]; do\n"
+      "  if [ \"$1\" = -o ]; then echo library > \"$2\"; fi; shift\n"
+      "done\n")
+  script.chmod(0o755)
+  (directory / "version").write_text("fake-cxx 1.0\n")
+  return str(script)
+
+
+def _compiles(directory) -> int:
+  calls = directory / "calls"
+  return len(calls.read_text().split()) if calls.exists() else 0
+
+
+@pytest.fixture
+def fake_compiler(tmp_path, monkeypatch):
+  """(compiler directory, cache directory) with ``$CXX`` the fake compiler."""
+  bin_dir, cache = tmp_path / "bin", tmp_path / "cache"
+  bin_dir.mkdir()
+  monkeypatch.setenv("CXX", _fake_compiler(bin_dir))
+  monkeypatch.setenv("RECSYS_SMELU_CACHE_DIR", str(cache))
+  monkeypatch.setenv(native.ENV_SWITCH, "auto")
+  return bin_dir, cache
+
+
+def test_failed_build_is_remembered_per_compiler_version(fake_compiler):
+  bin_dir, cache = fake_compiler
+  (bin_dir / "fail").touch()
+  with pytest.raises(native.NativeOpsError, match="error: broken"):
+    native.build()
+  assert _compiles(bin_dir) == 1
+  # Later processes read the record instead of compiling again.
+  with pytest.raises(native.NativeOpsError,
+                     match="(?s)earlier build .*failed.*python -m "
+                     "recsys_smelu.native.*error: broken"):
+    native.build()
+  assert native.prepare() is not None  # auto: falls back, no compile
+  assert _compiles(bin_dir) == 1
+  # Another compiler version retries (the record is keyed on it).
+  (bin_dir / "version").write_text("fake-cxx 2.0\n")
+  with pytest.raises(native.NativeOpsError, match="error: broken"):
+    native.build()
+  assert _compiles(bin_dir) == 2
+  # An explicit retry compiles; success removes the records.
+  (bin_dir / "fail").unlink()
+  path = native.build(retry=True)
+  assert _compiles(bin_dir) == 3
+  assert sorted(os.listdir(cache)) == [os.path.basename(path)]
+
+
+def test_native_main_always_retries(fake_compiler):
+  from recsys_smelu.native import __main__ as native_main  # pylint: disable=g-import-not-at-top
+  bin_dir, _ = fake_compiler
+  (bin_dir / "fail").touch()
+  with pytest.raises(native.NativeOpsError):
+    native.build()
+  assert native_main.main() == 1
+  assert native_main.main() == 1
+  assert _compiles(bin_dir) == 3
+
+
+def test_prepare_raises_when_required_and_skips_when_off(fake_compiler,
+                                                         monkeypatch):
+  bin_dir, cache = fake_compiler
+  (bin_dir / "fail").touch()
+  monkeypatch.setenv(native.ENV_SWITCH, "0")
+  assert native.prepare() is None
+  assert _compiles(bin_dir) == 0 and not cache.exists()
+  monkeypatch.setenv(native.ENV_SWITCH, "1")
+  with pytest.raises(native.NativeOpsError, match="error: broken"):
+    native.prepare()
+  (bin_dir / "fail").unlink()
+  monkeypatch.setenv(native.ENV_SWITCH, "auto")
+  assert "earlier build" in native.prepare()  # the record holds: no compile
+  assert _compiles(bin_dir) == 1
+
+
+def test_build_removes_stale_libraries_and_leftover_partials(fake_compiler):
+  _, cache = fake_compiler
+  cache.mkdir()
+  old = {"recsys_smelu_ops-0123456789abcdef.so": "stale",
+         "tmpab12cd.so.partial": "stale",
+         "recsys_smelu_ops-fedcba9876543210.so.x1.partial": "stale",
+         "notes.txt": "kept"}
+  new = {"recsys_smelu_ops-0123456789abcdef-cxx0123456789abcdef.failed":
+             "stale",
+         "recsys_smelu_ops-fedcba9876543210.so": "kept",  # in use elsewhere
+         "recsys_smelu_ops-fedcba9876543210.so.x2.partial": "kept"}
+  for name in {**old, **new}:
+    (cache / name).write_text("x")
+  eight_days_ago = os.path.getmtime(cache / "notes.txt") - 8 * 24 * 3600
+  for name in old:
+    os.utime(cache / name, (eight_days_ago, eight_days_ago))
+  path = native.build()
+  kept = [name for name, fate in {**old, **new}.items() if fate == "kept"]
+  assert sorted(os.listdir(cache)) == sorted(kept + [os.path.basename(path)])
 
 
 def test_switch_auto_falls_back_required_raises_off_skips(monkeypatch):

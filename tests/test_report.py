@@ -224,7 +224,16 @@ def test_plots_are_png(written, name):
   output_dir, _, _ = written
   with open(os.path.join(output_dir, name), "rb") as f:
     data = f.read()
-  assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
+  assert data.startswith(PNG_SIGNATURE)
+  from matplotlib import image  # pylint: disable=g-import-not-at-top
+  pixels = image.imread(os.path.join(output_dir, name))  # floats in [0, 1]
+  height, width, _ = pixels.shape
+  assert height > 200 and width > 200
+  rgb = pixels[..., :3].reshape(-1, 3)
+  # Not blank: axes, text and data leave many non-white pixels in several
+  # colours (a blank or failed figure is one colour).
+  assert (rgb.min(axis=1) < 0.9).mean() > 0.01
+  assert len(np.unique(np.round(rgb * 255).astype(np.uint8), axis=0)) > 20
 
 
 def test_csv_round_trips(written, run):

@@ -249,6 +249,7 @@ def test_cli_trains_with_override_and_writes_config(synthetic_dir, tmp_path):
 
 def test_cli_help_lists_flags():
   result = run_python(["-m", "recsys_smelu.train", "--helpfull"])
+  assert result.returncode == 1, result.stderr[-3000:]  # absl's for --helpfull
   for flag in ("--strategy", "--tpu", "--mode", "--model_dir", "--config"):
     assert flag in result.stdout
 
@@ -358,3 +359,22 @@ def test_summaries_at_log_steps_with_steps_per_execution_and_resume(
   for tag in ("train/loss", "train/auc", "train/log_loss",
               "train/examples_per_second", "train/learning_rate"):
     assert steps[tag] == [4, 8, 12, 16, 20], tag
+
+
+def test_trains_end_to_end_with_native_ops_off(synthetic_dir, tmp_path):
+  """RECSYS_SMELU_NATIVE_OPS=0: the stock-op paths train and evaluate, and
+  nothing is built (the cache directory is never created)."""
+  config_file = write_config_file(
+      str(tmp_path / "config.py"),
+      tiny_config(synthetic_dir, train__steps=150,
+                  train__checkpoint_every=150))
+  cache = tmp_path / "native_cache"
+  result = train_cli(config_file, str(tmp_path / "run"),
+                     env={"RECSYS_SMELU_NATIVE_OPS": "0",
+                          "RECSYS_SMELU_CACHE_DIR": str(cache)})
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
+  assert metrics["step"] == 150 and metrics["auc"] > 0.6, metrics
+  assert np.isfinite(metrics["logloss"])
+  assert not cache.exists()
+  assert "Native ops unavailable" not in result.stderr

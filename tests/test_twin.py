@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
 
 from recsys_smelu import config as config_lib
+from recsys_smelu import native
 from recsys_smelu import twin
 
 from conftest import run_python, tiny_config, write_config_file
@@ -95,6 +97,24 @@ def test_nothing_varied_gives_zero_pd_and_full_report(synthetic_dir, tmp_path):
       assert os.path.exists(out / model["saved_model"] / "saved_model.pb")
   for name in ("results.csv", "report.md", "pd_vs_logloss.png"):
     assert (out / name).exists(), name
+  assert results["environment"]["determinism"] is True
+  assert results["environment"]["determinism_from"] == "--determinism (default)"
+  assert "| determinism_from | --determinism (default) |" in (
+      out / "report.md").read_text()
+  # A finished run keeps the checkpoint its metrics came from (the last, of
+  # two), the SavedModel, the predictions and small files only.
+  run_dir = out / "runs" / "relu" / "0"
+  step = json.loads((run_dir / "eval_metrics.json").read_text())["step"]
+  files = _files_under(run_dir)
+  assert {f for f in files if f.startswith("checkpoints/")} == {
+      "checkpoints/checkpoint", f"checkpoints/ckpt-{step}.index",
+      f"checkpoints/ckpt-{step}.data-00000-of-00001"}
+  exports = {f.split("/")[1] for f in files if f.startswith("export/")}
+  assert exports == {str(step)}
+  others = {f for f in files if not f.startswith(("checkpoints/", "export/"))}
+  assert {f for f in others if not f.startswith("train/")} == {
+      "config.json", "eval_metrics.json", "predictions.npz", "run_config.py",
+      "train.log", twin.DONE_FILE}
   # ReLU and SmeLU models differ from each other even with equal seeds.
   relu = np.load(out / results["variants"][0]["models"][0]["predictions"])
   smelu = np.load(out / results["variants"][1]["models"][0]["predictions"])
@@ -247,3 +267,165 @@ def test_report_mode_summary_is_schema_2(tmp_path):
   assert set(comparison) == {"pd", "logloss", "auc", "ne"}
   assert comparison["pd"]["verdict"] == "smaller"
   assert comparison["logloss"]["indices"] == [0, 1, 2]
+
+
+def test_explicit_config_determinism_wins_over_the_twin_default():
+  config = config_lib.override(config_lib.default_config(),
+                               {"determinism": False})
+  on, source = twin.apply_determinism_flag(config, True, False, {})
+  assert on.determinism is True and source == "--determinism (default)"
+  off, source = twin.apply_determinism_flag(config, False, True, {})
+  assert off.determinism is False and source == "--determinism"
+  kept, source = twin.apply_determinism_flag(config, True, False,
+                                             {"determinism": False})
+  assert kept.determinism is False and source == "--config.determinism"
+
+
+def _fake_trainer(monkeypatch, num_examples=200):
+  """Replaces the train subprocess by one that writes a finished run's files
+  (two checkpoints, a SavedModel, predictions) into its --model_dir."""
+  real_run = subprocess.run
+  calls = []  # (model_dir, its files when training starts)
+
+  def fake_run(command, **kwargs):
+    if command[1:3] != ["-m", "recsys_smelu.train"]:
+      return real_run(command, **kwargs)
+    model_dir = next(a.split("=", 1)[1] for a in command
+                     if a.startswith("--model_dir="))
+    rng = np.random.default_rng(len(model_dir))
+    calls.append((model_dir, sorted(os.listdir(model_dir))))
+    os.makedirs(os.path.join(model_dir, "checkpoints"), exist_ok=True)
+    for step in (10, 20):
+      for suffix in (".index", ".data-00000-of-00001"):
+        with open(os.path.join(model_dir, "checkpoints",
+                               f"ckpt-{step}{suffix}"), "w") as f:
+          f.write("x" * 100)
+    os.makedirs(os.path.join(model_dir, "export", "20"))
+    with open(os.path.join(model_dir, "export", "20", "saved_model.pb"),
+              "w") as f:
+      f.write("pb")
+    with open(os.path.join(model_dir, "eval_metrics.json"), "w") as f:
+      json.dump({"step": 20}, f)
+    np.savez(os.path.join(model_dir, "predictions.npz"),
+             labels=np.arange(num_examples) % 2 * 1.0,
+             probabilities=rng.uniform(0.1, 0.9, num_examples))
+    return subprocess.CompletedProcess(command, 0)
+
+  monkeypatch.setattr(twin.subprocess, "run", fake_run)
+  monkeypatch.setattr(native, "prepare", lambda: None)
+  return calls
+
+
+def test_unfinished_run_resumes_with_its_checkpoints_then_is_skipped(
+    synthetic_dir, tmp_path, monkeypatch):
+  calls = _fake_trainer(monkeypatch)
+  config = tiny_config(synthetic_dir, data__eval_truth="")
+  out = tmp_path / "out"
+  unfinished = out / "runs" / "relu" / "1"
+  (unfinished / "checkpoints").mkdir(parents=True)
+  (unfinished / "checkpoints" / "ckpt-10.index").write_text("x")
+  args = (config, str(out), [twin.parse_variant("relu")])
+  _, failures = twin.evaluate_variants(*args, num_models=2, vary=["init"])
+  assert not failures
+  assert [(os.path.basename(d), files) for d, files in calls] == [
+      ("0", ["run_config.py", "train.log"]),
+      ("1", ["checkpoints", "run_config.py", "train.log"])]
+  assert sorted(os.listdir(unfinished / "checkpoints")) == [
+      "checkpoint", "ckpt-20.data-00000-of-00001", "ckpt-20.index"]
+  _, failures = twin.evaluate_variants(*args, num_models=2, vary=["init"])
+  assert not failures and len(calls) == 2  # finished: not trained again
+
+
+def test_remote_output_dir_is_written_locally_and_copied(
+    synthetic_dir, tmp_path, monkeypatch):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  _fake_trainer(monkeypatch)
+  monkeypatch.chdir(tmp_path)
+  config = tiny_config(synthetic_dir, data__eval_truth="")
+  remote = "ram://bucket/twin"
+  variants = [twin.parse_variant("relu"), twin.parse_variant("gelu")]
+  results, failures = twin.evaluate_variants(
+      config, remote, variants, num_models=2, vary=["init"],
+      local_dir=str(tmp_path / "host1"))
+  assert not failures and not os.path.exists(tmp_path / "ram:")
+  for name in ("results.json", "report.md", "results.csv",
+               "runs/relu/0/predictions.npz", "runs/gelu/1/run_done.json",
+               "runs/gelu/1/checkpoints/ckpt-20.index",
+               "runs/gelu/1/export/20/saved_model.pb"):
+    assert tf.io.gfile.exists(f"{remote}/{name}"), name
+  # Pruned before the copy: the other checkpoint never reaches the remote.
+  assert not tf.io.gfile.exists(f"{remote}/runs/relu/0/checkpoints/"
+                                "ckpt-10.index")
+  with tf.io.gfile.GFile(f"{remote}/results.json") as f:
+    assert json.load(f)["variants"] == json.loads(json.dumps(
+        results["variants"]))
+
+  # Another host reports from the remote alone: nothing is retrained.
+  monkeypatch.setattr(twin, "_train_subprocess", None)  # must not be called
+  again, failures = twin.evaluate_variants(
+      config, remote, variants, num_models=2, vary=["init"], mode="report",
+      local_dir=str(tmp_path / "host2"))
+  assert not failures
+  assert [v["pd"] for v in again["variants"]] == [
+      v["pd"] for v in results["variants"]]
+
+
+def test_native_ops_are_built_once_before_the_runs(monkeypatch, tmp_path):
+  events = []
+  monkeypatch.setattr(native, "prepare", lambda: events.append("prepare"))
+
+  def fake_train(run):
+    events.append(run.index)
+    return run, "not trained (test)", 0.0
+
+  monkeypatch.setattr(twin, "_train_subprocess", fake_train)
+  config = config_lib.default_config()
+  runs = [twin.Run(twin.parse_variant("relu"), i, str(tmp_path / str(i)),
+                   config, {}) for i in range(3)]
+  failures = twin.train_runs(runs, parallel=2)
+  assert events[0] == "prepare" and sorted(events[1:]) == [0, 1, 2]
+  assert len(failures) == 3
+
+
+def _files_under(directory) -> set[str]:
+  return {os.path.relpath(os.path.join(root, name), directory)
+          for root, _, names in os.walk(directory) for name in names}
+
+
+def test_prune_keeps_the_evaluated_checkpoint_and_newest_export(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  run_dir = tmp_path / "run"
+  weights = tf.Variable([1.0, 2.0])
+  manager = tf.train.CheckpointManager(tf.train.Checkpoint(w=weights),
+                                       str(run_dir / "checkpoints"),
+                                       max_to_keep=3)
+  for step in (10, 20, 30):
+    weights.assign_add([1.0, 1.0])
+    manager.save(checkpoint_number=step)
+  for version in ("20", "30"):
+    (run_dir / "export" / version / "variables").mkdir(parents=True)
+    (run_dir / "export" / version / "saved_model.pb").write_bytes(b"pb")
+  (run_dir / "eval_metrics.json").write_text(json.dumps({"step": 30}))
+  (run_dir / "predictions.npz").write_bytes(b"npz")
+
+  deleted = twin.prune_run_dir(str(run_dir))
+  assert _files_under(run_dir) == {
+      "eval_metrics.json", "predictions.npz", "export/30/saved_model.pb",
+      "checkpoints/checkpoint", "checkpoints/ckpt-30.index",
+      "checkpoints/ckpt-30.data-00000-of-00001"}
+  assert len(deleted) == 5  # ckpt-10 and -20 (index, data), export/20
+  # The checkpoint state lists the kept one alone; it restores.
+  manager = tf.train.CheckpointManager(tf.train.Checkpoint(w=weights),
+                                       str(run_dir / "checkpoints"),
+                                       max_to_keep=3)
+  assert manager.checkpoints == [str(run_dir / "checkpoints" / "ckpt-30")]
+  weights.assign([0.0, 0.0])
+  tf.train.Checkpoint(w=weights).restore(manager.latest_checkpoint)
+  assert weights.numpy().tolist() == [4.0, 5.0]
+  assert twin.prune_run_dir(str(run_dir)) == []  # idempotent
+
+  # The step's checkpoint missing: nothing deleted.
+  (run_dir / "eval_metrics.json").write_text(json.dumps({"step": 40}))
+  (run_dir / "export" / "20").mkdir()
+  assert twin.prune_run_dir(str(run_dir)) == []
+  assert (run_dir / "export" / "20").exists()

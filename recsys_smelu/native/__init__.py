@@ -28,9 +28,15 @@ Build: ``$CXX`` (default ``c++``) compiles the sources against the installed
 TensorFlow's headers and library (``tf.sysconfig``) once, into
 a cache directory: ``$RECSYS_SMELU_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/recsys_smelu``, else ``~/.cache/recsys_smelu``. The file name
-carries a hash of the source, the TensorFlow version and the flags, so an
-upgrade rebuilds. ``python -m recsys_smelu.native`` builds it ahead of
-time (``scripts/_venv.sh`` and the Docker images do).
+carries a hash of the source, the TensorFlow version and the flags (the
+cache key), so an upgrade rebuilds; a successful build deletes our libraries
+of other cache keys unused for a week and leftover ``.partial`` files of
+interrupted builds (``remove_stale_files``).
+A failed build is remembered in the cache (a ``.failed`` file keyed on the
+cache key and the compiler's path and version), so later processes fall back
+at once instead of compiling again; a new compiler or source retries.
+``python -m recsys_smelu.native`` builds it ahead of time and always retries
+(``scripts/_venv.sh`` and the Docker images run it).
 
 ``RECSYS_SMELU_NATIVE_OPS`` chooses:
 
@@ -49,9 +55,11 @@ import hashlib
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from typing import Optional, Sequence
 
 from absl import logging
@@ -72,6 +80,11 @@ _CXX_FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off",
 # TensorFlow's x86-64 wheels require AVX, so the ops may use it too.
 _ARCH_FLAGS = {"x86_64": ("-mavx",), "amd64": ("-mavx",)}
 _MAX_COMPILER_OUTPUT = 4000
+_LIBRARY_PREFIX = "recsys_smelu_ops-"
+# A .partial file this old belongs to a build that was interrupted (a build
+# takes well under a minute); younger ones may be another process's build.
+_STALE_PARTIAL_SECONDS = 3600
+_STALE_LIBRARY_SECONDS = 7 * 24 * 3600
 
 
 class NativeOpsError(RuntimeError):
@@ -107,8 +120,8 @@ def _compile_command(output: str) -> list[str]:
           *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
 
 
-def library_path() -> str:
-  """The cached library's path for this source, TensorFlow and flags."""
+def _cache_key() -> str:
+  """Hash of the sources, the TensorFlow version and the compile command."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   key = hashlib.sha256()
   for source_file in SOURCE_FILES:
@@ -116,38 +129,129 @@ def library_path() -> str:
       key.update(source.read())
   key.update(tf.__version__.encode())
   key.update(" ".join(_compile_command("")).encode())
-  return os.path.join(cache_dir(), f"recsys_smelu_ops-{key.hexdigest()[:16]}.so")
+  return key.hexdigest()[:16]
 
 
-def build() -> str:
+def library_path() -> str:
+  """The cached library's path for this source, TensorFlow and flags."""
+  return os.path.join(cache_dir(), f"{_LIBRARY_PREFIX}{_cache_key()}.so")
+
+
+def _compiler_identity() -> Optional[tuple[str, str]]:
+  """(resolved path, ``--version`` output) of ``$CXX``; None when not found."""
+  command = shlex.split(os.environ.get("CXX", "c++")) or ["c++"]
+  path = shutil.which(command[0])
+  if path is None:
+    return None
+  try:
+    result = subprocess.run([path, *command[1:], "--version"],
+                            capture_output=True, text=True, check=False,
+                            timeout=60)
+    version = result.stdout.strip() or f"exit status {result.returncode}"
+  except (OSError, subprocess.TimeoutExpired) as error:
+    version = f"{type(error).__name__}: {error}"
+  return os.path.realpath(path), version
+
+
+def failure_record_path(compiler: tuple[str, str]) -> str:
+  """Where a failed build with ``compiler`` is remembered for this key."""
+  digest = hashlib.sha256("\0".join(compiler).encode()).hexdigest()[:16]
+  return library_path()[:-len(".so")] + f"-cxx{digest}.failed"
+
+
+def build(retry: bool = False) -> str:
   """Compiles the library into the cache unless it is there; returns its path.
 
   Concurrent builds (several worker processes) are safe: each compiles to a
   temporary file and renames it into place. Raises ``NativeOpsError`` with
-  the compiler's output when compiling fails.
+  the compiler's output when compiling fails, and records the failure, so
+  that later calls with the same cache key and compiler raise at once
+  without compiling; ``retry=True`` compiles anyway.
   """
   path = library_path()
   if os.path.exists(path):
     return path
+  compiler = _compiler_identity()
+  if compiler is None:  # nothing to run: as quick as reading a record
+    name = (shlex.split(os.environ.get("CXX", "c++")) or ["c++"])[0]
+    raise NativeOpsError(f"cannot run the C++ compiler {name!r} "
+                         "(not found; set CXX to one)")
+  record = failure_record_path(compiler)
+  if not retry and os.path.exists(record):
+    with open(record) as f:
+      reason = f.read()
+    raise NativeOpsError(
+        f"an earlier build with this compiler failed (recorded in {record}; "
+        f"`python -m recsys_smelu.native` retries):\n{reason}")
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  handle, partial = tempfile.mkstemp(suffix=".so.partial",
-                                     dir=os.path.dirname(path))
+  handle, partial = tempfile.mkstemp(
+      prefix=os.path.basename(path) + ".", suffix=".partial",
+      dir=os.path.dirname(path))
   os.close(handle)
   command = _compile_command(partial)
   try:
     result = subprocess.run(command, capture_output=True, text=True,
                             check=False)
-  except OSError as error:  # no compiler at all
+  except OSError as error:  # the compiler vanished or cannot execute
     os.unlink(partial)
-    raise NativeOpsError(f"cannot run the C++ compiler {command[0]!r} "
-                         f"(set CXX to one): {error}") from error
+    reason = (f"cannot run the C++ compiler {command[0]!r} (set CXX to one): "
+              f"{error}")
+    _write_atomically(record, reason)
+    raise NativeOpsError(reason) from error
   if result.returncode != 0:
     os.unlink(partial)
-    raise NativeOpsError(
-        f"compiling {' '.join(SOURCE_FILES)} failed (exit {result.returncode}):\n"
-        f"{shlex.join(command)}\n{_compiler_errors(result.stderr)}")
+    reason = (f"compiling {' '.join(SOURCE_FILES)} failed (exit "
+              f"{result.returncode}):\n{shlex.join(command)}\n"
+              f"{_compiler_errors(result.stderr)}")
+    _write_atomically(record, reason)
+    raise NativeOpsError(reason)
   os.replace(partial, path)
+  remove_stale_files(keep=path)
   return path
+
+
+def _write_atomically(path: str, text: str) -> None:
+  """Best effort: a cache that cannot take the record only costs a retry."""
+  try:
+    handle, partial = tempfile.mkstemp(prefix=os.path.basename(path) + ".",
+                                       suffix=".partial",
+                                       dir=os.path.dirname(path))
+    with os.fdopen(handle, "w") as f:
+      f.write(text)
+    os.replace(partial, path)
+  except OSError as error:
+    logging.warning("Cannot record the failed native build in %s: %s", path,
+                    error)
+
+
+def remove_stale_files(keep: str) -> list[str]:
+  """Deletes stale files of ours in the cache; returns them.
+
+  Stale: failure records (``keep`` has just been built; other cache keys
+  retry once); libraries of other cache keys (an older source or TensorFlow)
+  not loaded for a week (another checkout or virtual environment sharing the
+  cache keeps its library while in use: loading touches it); ``.partial``
+  files of builds interrupted over an hour ago.
+  """
+  directory = os.path.dirname(keep)
+  now = time.time()
+  removed = []
+  for name in os.listdir(directory):
+    candidate = os.path.join(directory, name)
+    ours = name.startswith(_LIBRARY_PREFIX) or name.endswith(".so.partial")
+    if not ours or candidate == keep:
+      continue
+    max_age = {".partial": _STALE_PARTIAL_SECONDS,
+               ".so": _STALE_LIBRARY_SECONDS, ".failed": 0}.get(
+                   os.path.splitext(name)[1])
+    try:
+      if max_age is None or now - os.path.getmtime(candidate) < max_age:
+        continue
+      os.unlink(candidate)
+      removed.append(candidate)
+    except OSError:  # another process removed it first
+      pass
+  return removed
 
 
 def _compiler_errors(stderr: str) -> str:
@@ -165,7 +269,12 @@ def _load_library():
   """(module, None) or (None, reason): built and loaded once per process."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
-    return tf.load_op_library(build()), None
+    path = build()
+    try:
+      os.utime(path)  # in use: not stale for other checkouts' builds
+    except OSError:
+      pass
+    return tf.load_op_library(path), None
   except (NativeOpsError, tf.errors.NotFoundError, OSError) as error:
     return None, f"{type(error).__name__}: {error}"
 
@@ -191,6 +300,25 @@ def load(required: Optional[bool] = None):
       raise NativeOpsError(f"native ops unavailable: {reason}")
     _warn_once(reason)
   return module
+
+
+def prepare() -> Optional[str]:
+  """Builds the library for worker processes, as ``RECSYS_SMELU_NATIVE_OPS``
+  says, before they start: they then load it from the cache, or read the
+  failure record, instead of all compiling at once. Returns the reason when
+  the stock ops will be used (None when the native ops build or are off);
+  raises ``NativeOpsError`` when they are required and cannot be built."""
+  switch = mode()
+  if switch == "0":
+    return None
+  try:
+    build()
+  except NativeOpsError as error:
+    if switch == "1":
+      raise
+    _warn_once(f"{type(error).__name__}: {error}")
+    return str(error)
+  return None
 
 
 @functools.lru_cache(maxsize=None)
