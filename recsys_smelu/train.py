@@ -322,6 +322,25 @@ def predict(model: tf.keras.Model, dataset: tf.data.Dataset,
   return result
 
 
+def check_eval_truth(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError unless ``data.eval_truth`` (when set) has one value
+  per row of ``data.eval_files``, e.g. after overriding only the eval files
+  of a config made for synthetic data. Run before any model is built."""
+  truth = read_eval_truth(config.data.eval_truth)
+  if truth is None:
+    return
+  rows = data_lib.count_rows(config, "eval")
+  if len(truth) != rows:
+    eval_key = ("data.movielens_dir" if config.data.format == "movielens"
+                else "data.eval_files")
+    raise config_lib.ConfigError(
+        f"config keys '{eval_key}' and 'data.eval_truth' do not match: the "
+        f"eval split has {rows} rows, {config.data.eval_truth!r} has "
+        f"{len(truth)} values (one true probability per eval row). Give the "
+        "eval files' own truth file, or clear it: "
+        "--config.data.eval_truth=''")
+
+
 def read_eval_truth(path: str) -> Optional[np.ndarray]:
   """Per-eval-example true probabilities (synthetic data), one per line."""
   if not path:
@@ -431,6 +450,8 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
   if mode not in MODES:
     raise ValueError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
   config = _absolute_paths(config_lib.validate(config))
+  if mode in ("eval", "train_and_eval"):
+    check_eval_truth(config)
   strategy = strategy or tf.distribute.get_strategy()
   configure_determinism(config)
   work_dir = _worker_dir(model_dir, strategy)

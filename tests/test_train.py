@@ -425,3 +425,19 @@ def test_skipped_bad_rows_are_logged_as_distinct_rows_over_passes(
   total, passes = int(found[1]), int(found[2])
   assert passes >= 13
   assert 3 * (passes - 1) < total <= 3 * passes
+
+
+def test_eval_truth_of_other_eval_files_is_a_config_error_before_building(
+    synthetic_dir, tmp_path):
+  # The quickstart mistake: new eval files, the synthetic data's truth file.
+  first_file = sorted(glob.glob(os.path.join(synthetic_dir, "eval-*.tsv")))[0]
+  config = tiny_config(synthetic_dir, data__eval_files=first_file)
+  with mock.patch.object(train_lib, "build",
+                         side_effect=AssertionError("model built")):
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"config keys 'data.eval_files' and "
+                             r"'data.eval_truth' do not match: the eval split "
+                             r"has 500 rows, .*eval_truth.txt' has 1000 "
+                             r"values.*--config.data.eval_truth=''"):
+      train_lib.train(config, str(tmp_path / "run"), interactive=False)
+  assert not (tmp_path / "run").exists()

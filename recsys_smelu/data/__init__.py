@@ -45,6 +45,8 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 
 from recsys_smelu.data import criteo
 from recsys_smelu.data import movielens
+from recsys_smelu.data import packed
+from recsys_smelu.data import readers
 from recsys_smelu.data.pipeline import BAD_ROW_REASONS
 from recsys_smelu.data.pipeline import bad_row_error
 from recsys_smelu.data.pipeline import BadRowCounter
@@ -141,11 +143,26 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
       bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index)
 
 
+def count_rows(config: ml_collections.ConfigDict, split: str) -> int:
+  """Rows of the ``split`` ('train' | 'eval') of ``config.data`` as the
+  files hold them: TSV lines, TFRecord records, packed rows (bad rows
+  included; they are found only while reading), MovieLens ratings."""
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  data = config.data
+  if data.format == "movielens":
+    return len(getattr(movielens.load(data.movielens_dir), split)["label"])
+  pattern = data.train_files if split == "train" else data.eval_files
+  return readers.count_rows(expand_patterns(pattern), data.format,
+                            packed.packed_width(build_schema(config)))
+
+
 __all__ = [
     "BAD_ROW_REASONS", "BadRowCounter", "BadRowError", "CategoricalFeature",
     "DENSE_KEY", "bad_row_error",
     "DataError", "FeatureSchema", "MovieLensFormatError",
     "NoMatchingFilesError", "SPARSE_KEY", "build_dataset", "build_schema",
+    "count_rows",
     "criteo_schema", "expand_patterns", "feature_schema", "raw_to_model_inputs",
     "tf_example_feature_spec",
 ]

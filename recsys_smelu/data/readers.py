@@ -30,6 +30,21 @@ def file_size(path: str, file_format: str) -> int:
   return tf.io.gfile.stat(path).length
 
 
+def count_rows(files, file_format: str, width: int = 0) -> int:
+  """Lines (TSV), records (TFRecord) or rows of ``width`` int32 values
+  (packed) in ``files``, counted as ``read_chunks`` reads them (bad rows
+  included)."""
+  if file_format == "packed":
+    return sum(tf.io.gfile.stat(f).length // (4 * width) for f in files)
+  sizes = [file_size(path, file_format) for path in files]
+  chunks = tf.data.Dataset.from_tensor_slices(
+      (tf.constant(list(files), tf.string), tf.constant(sizes, tf.int64))
+  ).interleave(read_chunks(file_format, width), cycle_length=1)
+  return int(chunks.reduce(
+      tf.constant(0, tf.int64),
+      lambda total, chunk: total + tf.size(chunk[2], out_type=tf.int64)))
+
+
 def _file_blocks(filename, size, block_bytes: int) -> tf.data.Dataset:
   """A file's bytes as blocks of ``block_bytes``; the last block is shorter
   (``FixedLengthRecordDataset`` alone would drop it)."""

@@ -250,3 +250,19 @@ def test_cli_writes_packed_files(tmp_path):
   want = _batches(criteo.make_dataset([tsv], PACKED_SCHEMA, 8,
                                       training=False, shuffle=False))
   _assert_same_batches(got, want)
+
+
+def test_count_rows_counts_lines_records_and_packed_rows(tmp_path):
+  lines = small_criteo_rows(30)
+  lines[3] = "bad"  # counted: bad rows are found only while reading
+  tsv = write_lines(str(tmp_path / "a.tsv"), lines, newline_at_end=False)
+  gz = write_lines(str(tmp_path / "b.tsv.gz"), small_criteo_rows(7))
+  assert readers.count_rows([tsv, gz], "tsv") == 37
+  convert.convert(tsv, str(tmp_path / "tfr"), schema=SMALL_CRITEO_SCHEMA,
+                  on_bad_row="skip", records_per_file=20)
+  records = sorted(tf.io.gfile.glob(str(tmp_path / "tfr" / "*.tfrecord")))
+  assert readers.count_rows(records, "tfrecord") == 29
+  summary = convert.convert_packed(tsv, str(tmp_path / "packed"),
+                                   schema=PACKED_SCHEMA, on_bad_row="skip")
+  assert readers.count_rows(summary["outputs"], "packed",
+                            packed_lib.packed_width(PACKED_SCHEMA)) == 29
