@@ -51,7 +51,7 @@ import gzip
 import json
 import math
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from absl import app
 from absl import flags

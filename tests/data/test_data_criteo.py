@@ -7,7 +7,6 @@ Every test runs twice: TSV lines decoded by the native op and by stock ops
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
