@@ -30,6 +30,7 @@ embedding engine applies it).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import io
@@ -321,6 +322,25 @@ def predict(model: tf.keras.Model, dataset: tf.data.Dataset,
   return result
 
 
+def check_eval_truth(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError unless ``data.eval_truth`` (when set) has one value
+  per row of ``data.eval_files``, e.g. after overriding only the eval files
+  of a config made for synthetic data. Run before any model is built."""
+  truth = read_eval_truth(config.data.eval_truth)
+  if truth is None:
+    return
+  rows = data_lib.count_rows(config, "eval")
+  if len(truth) != rows:
+    eval_key = ("data.movielens_dir" if config.data.format == "movielens"
+                else "data.eval_files")
+    raise config_lib.ConfigError(
+        f"config keys '{eval_key}' and 'data.eval_truth' do not match: the "
+        f"eval split has {rows} rows, {config.data.eval_truth!r} has "
+        f"{len(truth)} values (one true probability per eval row). Give the "
+        "eval files' own truth file, or clear it: "
+        "--config.data.eval_truth=''")
+
+
 def read_eval_truth(path: str) -> Optional[np.ndarray]:
   """Per-eval-example true probabilities (synthetic data), one per line."""
   if not path:
@@ -423,11 +443,15 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
 
   Resumes from the latest checkpoint in ``model_dir/checkpoints`` when there is
   one. Raises ``NonFiniteLossError`` (keeping the last good checkpoint) when
-  the training loss becomes NaN or Inf, and ``ConfigError`` for a bad config.
+  the training loss becomes NaN or Inf, ``ConfigError`` for a bad config, and
+  ``data.BadRowError`` (``file:line: bad row ...``) for a bad training or
+  eval row under ``data.on_bad_row='error'``.
   """
   if mode not in MODES:
     raise ValueError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
   config = _absolute_paths(config_lib.validate(config))
+  if mode in ("eval", "train_and_eval"):
+    check_eval_truth(config)
   strategy = strategy or tf.distribute.get_strategy()
   configure_determinism(config)
   work_dir = _worker_dir(model_dir, strategy)
@@ -451,8 +475,9 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
   bad_rows = data_lib.BadRowCounter()
   rate = None
   if mode in ("train", "train_and_eval"):
-    rate = _fit(config, model, manager, strategy, work_dir, bad_rows,
-                sys.stderr.isatty() if interactive is None else interactive)
+    with _bad_row_as_data_error():
+      rate = _fit(config, model, manager, strategy, work_dir, bad_rows,
+                  sys.stderr.isatty() if interactive is None else interactive)
     if bad_rows.total:
       logging.warning("Training data: %s", bad_rows.summary())
   step = int(model.optimizer.iterations.numpy())
@@ -462,7 +487,9 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
   eval_metrics = None
   if mode in ("eval", "train_and_eval"):
     eval_bad_rows = data_lib.BadRowCounter()
-    eval_metrics = evaluate(config, model, strategy, model_dir, eval_bad_rows)
+    with _bad_row_as_data_error():
+      eval_metrics = evaluate(config, model, strategy, model_dir,
+                              eval_bad_rows)
     logging.info("Eval at step %d: %s", step, json.dumps(eval_metrics))
     if eval_bad_rows.total:
       logging.warning("Eval data: %s", eval_bad_rows.summary())
@@ -474,6 +501,20 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
                      examples_per_second=rate,
                      checkpoint=tf.train.latest_checkpoint(
                          os.path.join(model_dir, CHECKPOINT_SUBDIR)))
+
+
+@contextlib.contextmanager
+def _bad_row_as_data_error():
+  """Turns the tf.data error of a bad row (``data.on_bad_row='error'``)
+  into ``data_lib.BadRowError``: just ``file:line: bad row (reason); line
+  content: ...``, without TensorFlow's node and stack text."""
+  try:
+    yield
+  except tf.errors.InvalidArgumentError as e:
+    bad_row = data_lib.bad_row_error(e)
+    if bad_row is None:
+      raise
+    raise bad_row from None
 
 
 def _fit(config, model, manager, strategy, work_dir, bad_rows, interactive
@@ -552,7 +593,8 @@ def main(argv):
   strategy = make_strategy(f.strategy, f.tpu)
   try:
     train(config, f.model_dir, strategy, f.mode)
-  except (NonFiniteLossError, config_lib.ConfigError, FileNotFoundError) as e:
+  except (NonFiniteLossError, config_lib.ConfigError, FileNotFoundError,
+          data_lib.DataError) as e:
     logging.error("%s", e)
     raise SystemExit(f"error: {e}") from None
 

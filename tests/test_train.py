@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -358,3 +359,85 @@ def test_summaries_at_log_steps_with_steps_per_execution_and_resume(
   for tag in ("train/loss", "train/auc", "train/log_loss",
               "train/examples_per_second", "train/learning_rate"):
     assert steps[tag] == [4, 8, 12, 16, 20], tag
+
+
+def _with_bad_rows(source: str, target: str, bad_lines: dict[int, str]) -> str:
+  """A copy of the TSV file ``source`` at ``target`` with the given lines
+  (numbered from 1) replaced."""
+  with open(source) as f:
+    lines = f.read().splitlines()
+  for number, text in bad_lines.items():
+    lines[number - 1] = text
+  with open(target, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return target
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_cli_bad_row_ends_with_one_message_and_no_traceback(
+    synthetic_dir, tmp_path, split):
+  source = sorted(glob.glob(os.path.join(synthetic_dir, f"{split}-*.tsv")))[0]
+  with open(source) as f:
+    row = f.read().splitlines()[6]
+  bad = _with_bad_rows(source, str(tmp_path / f"bad_{split}.tsv"),
+                       {7: "2" + row[1:]})
+  changes = {f"data__{split}_files": bad}
+  if split == "eval":
+    changes["data__eval_truth"] = ""
+  config = tiny_config(synthetic_dir, train__steps=10, **changes)
+  config_file = write_config_file(str(tmp_path / "config.py"), config)
+  result = train_cli(config_file, str(tmp_path / "run"))
+  output = result.stdout + result.stderr
+  assert result.returncode != 0
+  assert "Traceback" not in output
+  message = (f"{bad}:7: bad row (label: label is [2], expected 0 or 1); "
+             "line content: 2\\t")
+  # The last line (and so the tail of a twin run's train.log) is the message.
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: {message}"), last
+  assert last.endswith("(set data.on_bad_row=skip to skip and count bad rows)")
+
+
+def test_skipped_bad_rows_are_logged_as_distinct_rows_over_passes(
+    synthetic_dir, tmp_path, caplog):
+  source = sorted(glob.glob(os.path.join(synthetic_dir, "train-*.tsv")))[0]
+  with open(source) as f:
+    rows = f.read().splitlines()[:100]
+  small = str(tmp_path / "small.tsv")
+  with open(small, "w") as f:
+    f.write("\n".join(rows) + "\n")
+  bad = _with_bad_rows(small, str(tmp_path / "bad.tsv"),
+                       {5: "x", 50: rows[49] + "\textra", 77: "3" + rows[76][1:]})
+  # 97 good rows, 64 a step: 20 steps read the file about 13 times.
+  config = tiny_config(synthetic_dir, data__train_files=bad,
+                       data__on_bad_row="skip", train__steps=20,
+                       train__checkpoint_every=20)
+  caplog.set_level("WARNING")
+  train_lib.train(config, str(tmp_path / "run"), mode="train",
+                  interactive=False)
+  summaries = [r.getMessage() for r in caplog.records
+               if r.getMessage().startswith("Training data: ")]
+  assert len(summaries) == 1, [r.getMessage() for r in caplog.records]
+  found = re.search(r"skipped 3 distinct bad rows \((\d+) over (\d+) passes\): "
+                    r"column_count=2, label=1; first: \S*bad.tsv:5: bad row",
+                    summaries[0])
+  assert found, summaries[0]
+  total, passes = int(found[1]), int(found[2])
+  assert passes >= 13
+  assert 3 * (passes - 1) < total <= 3 * passes
+
+
+def test_eval_truth_of_other_eval_files_is_a_config_error_before_building(
+    synthetic_dir, tmp_path):
+  # The quickstart mistake: new eval files, the synthetic data's truth file.
+  first_file = sorted(glob.glob(os.path.join(synthetic_dir, "eval-*.tsv")))[0]
+  config = tiny_config(synthetic_dir, data__eval_files=first_file)
+  with mock.patch.object(train_lib, "build",
+                         side_effect=AssertionError("model built")):
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"config keys 'data.eval_files' and "
+                             r"'data.eval_truth' do not match: the eval split "
+                             r"has 500 rows, .*eval_truth.txt' has 1000 "
+                             r"values.*--config.data.eval_truth=''"):
+      train_lib.train(config, str(tmp_path / "run"), interactive=False)
+  assert not (tmp_path / "run").exists()

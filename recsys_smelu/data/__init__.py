@@ -20,7 +20,12 @@ through this package:
 
 Criteo-format rows come as TSV (``data.format='tsv'``), TFRecord of raw
 values (``'tfrecord'``) or packed parsed rows (``'packed'``, written by
-``recsys-smelu-convert --format=packed``); see ``recsys_smelu.data.criteo``.
+``recsys-smelu-convert --format=packed``). Modules, lowest first:
+``features`` (the schema and the raw -> model transformation), ``pipeline``
+(errors, bad-row counting, file patterns, shuffling, finishing),
+``readers`` (files -> numbered chunks), ``packed`` (the packed row layout and
+its schema file), ``criteo`` (parsing and the Criteo dataset), ``movielens``;
+``convert`` and ``synthetic`` are command-line tools.
 
 MovieLens (``data.format='movielens'``): 7 categorical features with
 vocabularies and 19 dense genre flags, see ``recsys_smelu.data.movielens``.
@@ -40,13 +45,15 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 
 from recsys_smelu.data import criteo
 from recsys_smelu.data import movielens
-from recsys_smelu.data.criteo import BAD_ROW_REASONS
-from recsys_smelu.data.criteo import bad_row_error
-from recsys_smelu.data.criteo import BadRowCounter
-from recsys_smelu.data.criteo import BadRowError
-from recsys_smelu.data.criteo import DataError
-from recsys_smelu.data.criteo import expand_patterns
-from recsys_smelu.data.criteo import NoMatchingFilesError
+from recsys_smelu.data import packed
+from recsys_smelu.data import readers
+from recsys_smelu.data.pipeline import BAD_ROW_REASONS
+from recsys_smelu.data.pipeline import bad_row_error
+from recsys_smelu.data.pipeline import BadRowCounter
+from recsys_smelu.data.pipeline import BadRowError
+from recsys_smelu.data.pipeline import DataError
+from recsys_smelu.data.pipeline import expand_patterns
+from recsys_smelu.data.pipeline import NoMatchingFilesError
 from recsys_smelu.data.features import CategoricalFeature
 from recsys_smelu.data.features import criteo_schema
 from recsys_smelu.data.features import DENSE_KEY
@@ -60,18 +67,25 @@ SPLITS = ("train", "eval")
 
 
 def build_schema(config: ml_collections.ConfigDict) -> FeatureSchema:
-  """The feature schema of ``config`` (``config.data`` + embedding_dim).
+  """The feature schema of ``config``: ``config.data`` plus the model's
+  ``config.model.embedding_dim``, the one key outside ``config.data`` that the
+  data package reads (only here; everything below takes the schema).
 
-  tsv/tfrecord: ``criteo_schema(data.num_buckets, model.embedding_dim,
+  tsv/tfrecord/packed: ``criteo_schema(data.num_buckets, model.embedding_dim,
   data.num_dense, data.num_categorical)``; movielens: vocabularies read from
   ``data.movielens_dir`` (``data.num_*`` are ignored).
   """
-  data = config.data
+  return feature_schema(config.data, config.model.embedding_dim)
+
+
+def feature_schema(data: ml_collections.ConfigDict,
+                   embedding_dim: int) -> FeatureSchema:
+  """The feature schema of the data section ``data`` (``config.data``) with
+  every categorical feature embedded in ``embedding_dim`` dimensions."""
   if data.format == "movielens":
-    return movielens.load(data.movielens_dir,
-                          config.model.embedding_dim).schema
-  return criteo_schema(data.num_buckets, config.model.embedding_dim,
-                       data.num_dense, data.num_categorical)
+    return movielens.load(data.movielens_dir).schema(embedding_dim)
+  return criteo_schema(data.num_buckets, embedding_dim, data.num_dense,
+                       data.num_categorical)
 
 
 def build_dataset(config: ml_collections.ConfigDict, split: str,
@@ -111,10 +125,10 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
     batch_size = input_context.get_per_replica_batch_size(batch_size)
     num_shards = input_context.num_input_pipelines
     shard_index = input_context.input_pipeline_id
+  schema = build_schema(config)
   if data.format == "movielens":
     return movielens.make_dataset(
-        data.movielens_dir, split, batch_size,
-        embedding_dim=config.model.embedding_dim, shuffle=shuffle,
+        data.movielens_dir, split, batch_size, schema=schema, shuffle=shuffle,
         shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
         num_shards=num_shards, shard_index=shard_index)
   pattern = data.train_files if training else data.eval_files
@@ -122,11 +136,25 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
     raise NoMatchingFilesError(f"config key 'data.{split}_files' is empty; "
                                "give a file pattern")
   return criteo.make_dataset(
-      expand_patterns(pattern), build_schema(config), batch_size,
+      expand_patterns(pattern), schema, batch_size,
       file_format=data.format, training=training, shuffle=shuffle,
       shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
       cycle_length=data.cycle_length, on_bad_row=data.on_bad_row,
       bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index)
+
+
+def count_rows(config: ml_collections.ConfigDict, split: str) -> int:
+  """Rows of the ``split`` ('train' | 'eval') of ``config.data`` as the
+  files hold them: TSV lines, TFRecord records, packed rows (bad rows
+  included; they are found only while reading), MovieLens ratings."""
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  data = config.data
+  if data.format == "movielens":
+    return len(getattr(movielens.load(data.movielens_dir), split)["label"])
+  pattern = data.train_files if split == "train" else data.eval_files
+  return readers.count_rows(expand_patterns(pattern), data.format,
+                            packed.packed_width(build_schema(config)))
 
 
 __all__ = [
@@ -134,6 +162,7 @@ __all__ = [
     "DENSE_KEY", "bad_row_error",
     "DataError", "FeatureSchema", "MovieLensFormatError",
     "NoMatchingFilesError", "SPARSE_KEY", "build_dataset", "build_schema",
-    "criteo_schema", "expand_patterns", "raw_to_model_inputs",
+    "count_rows",
+    "criteo_schema", "expand_patterns", "feature_schema", "raw_to_model_inputs",
     "tf_example_feature_spec",
 ]

@@ -38,6 +38,8 @@ import tensorflow as tf
 
 from recsys_smelu.data import criteo
 from recsys_smelu.data import features as features_lib
+from recsys_smelu.data import packed as packed_lib
+from recsys_smelu.data import pipeline
 
 _MAX_CACHED_VALUES = 1 << 20  # per feature, encoded categorical entries
 
@@ -155,7 +157,7 @@ def convert(input_pattern: str, output_dir: str, *,
             schema: Optional[features_lib.FeatureSchema] = None,
             records_per_file: int = 1_000_000, on_bad_row: str = "error",
             prefix: str = "part", use_gzip: bool = False,
-            bad_rows: Optional[criteo.BadRowCounter] = None) -> dict:
+            bad_rows: Optional[pipeline.BadRowCounter] = None) -> dict:
   """Converts TSV files to TFRecord; returns a summary dict.
 
   ``schema`` defaults to Criteo's (13 dense, 26 categorical).
@@ -163,8 +165,8 @@ def convert(input_pattern: str, output_dir: str, *,
   if records_per_file < 1:
     raise ValueError(f"records_per_file must be >= 1, got {records_per_file}")
   schema = schema or features_lib.criteo_schema()
-  files = criteo.expand_patterns(input_pattern)
-  bad_rows = bad_rows if bad_rows is not None else criteo.BadRowCounter()
+  files = pipeline.expand_patterns(input_pattern)
+  bad_rows = bad_rows if bad_rows is not None else pipeline.BadRowCounter()
   dataset = criteo.raw_dataset(files, schema, file_format="tsv",
                                on_bad_row=on_bad_row, bad_rows=bad_rows)
   encoder = ExampleEncoder(schema)
@@ -195,7 +197,7 @@ def convert_packed(input_pattern: str, output_dir: str, *,
                    schema: Optional[features_lib.FeatureSchema] = None,
                    records_per_file: int = 1_000_000,
                    on_bad_row: str = "error", prefix: str = "part",
-                   bad_rows: Optional[criteo.BadRowCounter] = None) -> dict:
+                   bad_rows: Optional[pipeline.BadRowCounter] = None) -> dict:
   """Converts TSV or TFRecord files to packed files; returns a summary dict.
 
   Input ``.tfrecord``/``.tfrecord.gz`` files are read as TFRecord, others as
@@ -205,11 +207,11 @@ def convert_packed(input_pattern: str, output_dir: str, *,
   if records_per_file < 1:
     raise ValueError(f"records_per_file must be >= 1, got {records_per_file}")
   schema = schema or features_lib.criteo_schema()
-  files = criteo.expand_patterns(input_pattern)
+  files = pipeline.expand_patterns(input_pattern)
   is_tfrecord = [".tfrecord" in os.path.basename(f) for f in files]
   if any(is_tfrecord) and not all(is_tfrecord):
     raise ValueError(f"{input_pattern!r} mixes TFRecord and TSV files")
-  bad_rows = bad_rows if bad_rows is not None else criteo.BadRowCounter()
+  bad_rows = bad_rows if bad_rows is not None else pipeline.BadRowCounter()
   chunks = criteo.packed_chunks(
       files, schema, file_format="tfrecord" if all(is_tfrecord) else "tsv",
       on_bad_row=on_bad_row, bad_rows=bad_rows)
@@ -220,7 +222,7 @@ def convert_packed(input_pattern: str, output_dir: str, *,
       output_dir, prefix, ".packed", records_per_file,
       lambda path: tf.io.gfile.GFile(path, "wb"),
       lambda writer, rows: writer.write(rows.tobytes()))
-  schema_file = criteo.write_packed_schema(output_dir, schema)
+  schema_file = packed_lib.write_packed_schema(output_dir, schema)
   return {"inputs": files, "outputs": outputs, "schema_file": schema_file,
           "records": total, "skipped_bad_rows": bad_rows.by_reason()}
 

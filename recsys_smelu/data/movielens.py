@@ -21,7 +21,10 @@ Train rows keep u.data order; eval rows are ordered by (user id, timestamp,
 item id), which is the order the eval dataset yields them in.
 
 The files are read with ``tf.io.gfile`` (local or gs://), once per directory
-(cached). A malformed line is a ``MovieLensFormatError`` naming file and line.
+(``load`` is cached on it). The feature schema adds the model's embedding
+width to the vocabularies (``MovieLensData.schema(embedding_dim)``); the
+dataset takes that schema, so nothing here reads a config. A malformed line
+is a ``MovieLensFormatError`` naming file and line.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from recsys_smelu.data import criteo
 from recsys_smelu.data import features as features_lib
+from recsys_smelu.data import pipeline
 
 EVAL_PER_USER = 10
 AGE_BUCKETS = ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
@@ -52,9 +55,21 @@ class MovieLensFormatError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class MovieLensData:
-  schema: features_lib.FeatureSchema
+  """The rows of both splits and the vocabularies of one directory."""
+  dense: tuple[str, ...]  # genre flag feature names, u.genre order
+  vocabularies: dict[str, tuple[str, ...]]  # per CATEGORICAL_NAMES entry
   train: dict[str, np.ndarray]  # raw features + "label", one entry per row
   eval: dict[str, np.ndarray]
+
+  def schema(self, embedding_dim: int) -> features_lib.FeatureSchema:
+    """The feature schema: the genre flags, and each categorical feature
+    with its vocabulary (bucket 0 = unseen) and ``embedding_dim``."""
+    return features_lib.FeatureSchema(
+        dense=self.dense,
+        categorical=tuple(
+            features_lib.CategoricalFeature(
+                name, len(self.vocabularies[name]) + 1, embedding_dim,
+                self.vocabularies[name]) for name in CATEGORICAL_NAMES))
 
 
 def _read_lines(directory: str, name: str) -> tuple[str, list[str]]:
@@ -95,8 +110,9 @@ def age_bucket(age: int) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load(directory: str, embedding_dim: int = 8) -> MovieLensData:
-  """Reads and splits MovieLens 100K from ``directory`` (see module doc)."""
+def load(directory: str) -> MovieLensData:
+  """Reads and splits MovieLens 100K from ``directory`` (see module doc);
+  cached on ``directory``."""
   genre_path, genre_lines = _read_lines(directory, "u.genre")
   genres = []
   for number, line in enumerate(genre_lines, 1):
@@ -196,24 +212,21 @@ def load(directory: str, embedding_dim: int = 8) -> MovieLensData:
       "zip_prefix": sorted({u[3] for u in users.values()}),
       "genre": list(dict.fromkeys(["unknown", *genres])),
   }
-  schema = features_lib.FeatureSchema(
-      dense=genre_names,
-      categorical=tuple(
-          features_lib.CategoricalFeature(
-              name, len(vocabularies[name]) + 1, embedding_dim,
-              tuple(vocabularies[name])) for name in CATEGORICAL_NAMES))
-  return MovieLensData(schema, columns(train_rows), columns(eval_rows))
+  return MovieLensData(genre_names,
+                       {name: tuple(v) for name, v in vocabularies.items()},
+                       columns(train_rows), columns(eval_rows))
 
 
 def make_dataset(directory: str, split: str, batch_size: int, *,
-                 embedding_dim: int = 8, shuffle: bool = True,
+                 schema: features_lib.FeatureSchema, shuffle: bool = True,
                  shuffle_buffer: int = 10_000, seed: Optional[int] = None,
                  repeat: bool = False, num_shards: int = 1,
                  shard_index: int = 0,
                  drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
   """Batches ``(features, label)`` of the MovieLens ``split`` ('train'/'eval').
 
-  Same batch format as the Criteo pipeline. Sharding is by rows (row i to
+  Same batch format as the Criteo pipeline; ``schema`` is
+  ``load(directory).schema(embedding_dim)``. Sharding is by rows (row i to
   shard ``i % num_shards``); the eval split is never shuffled.
   """
   if split not in ("train", "eval"):
@@ -222,8 +235,7 @@ def make_dataset(directory: str, split: str, batch_size: int, *,
   if shuffle and not training:
     raise ValueError("evaluation data is never shuffled (shuffle=True with "
                      "split='eval')")
-  data = load(directory, embedding_dim)
-  schema = data.schema
+  data = load(directory)
   rows = data.train if training else data.eval
   dataset = tf.data.Dataset.from_tensor_slices(
       {k: tf.constant(v.tolist() if v.dtype == object else v)
@@ -244,4 +256,4 @@ def make_dataset(directory: str, split: str, batch_size: int, *,
 
   dataset = dataset.map(to_model, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
-  return criteo.finish_pipeline(dataset, sharded=num_shards > 1)
+  return pipeline.finish_pipeline(dataset, sharded=num_shards > 1)

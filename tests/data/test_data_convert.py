@@ -16,6 +16,9 @@ from recsys_smelu import data as data_lib
 from recsys_smelu.data import convert
 from recsys_smelu.data import criteo
 from recsys_smelu.data import features
+from recsys_smelu.data import packed as packed_lib
+from recsys_smelu.data import pipeline
+from recsys_smelu.data import readers
 from recsys_smelu.data import synthetic
 import tensorflow as tf
 
@@ -157,7 +160,7 @@ def _assert_same_batches(got, want):
 def test_packed_files_give_the_tsv_pipelines_batches(tmp_path):
   """Rows spanning several packed files and a partial last block: eval
   batches equal the TSV pipeline's, and line sharding splits them alike."""
-  lines = small_criteo_rows(criteo.CHUNK_ROWS + 500)
+  lines = small_criteo_rows(readers.CHUNK_ROWS + 500)
   lines[7] = "x" + lines[7]  # a bad row, skipped at conversion
   tsv = write_lines(str(tmp_path / "a.tsv"), lines)
   out = str(tmp_path / "packed")
@@ -167,7 +170,7 @@ def test_packed_files_give_the_tsv_pipelines_batches(tmp_path):
   assert summary["skipped_bad_rows"]["label"] == 1
   assert [os.path.basename(p) for p in summary["outputs"]] == [
       "part-00000.packed", "part-00001.packed"]
-  width = criteo.packed_width(PACKED_SCHEMA)
+  width = packed_lib.packed_width(PACKED_SCHEMA)
   assert os.path.getsize(summary["outputs"][0]) == 3000 * width * 4
   packed = sorted(tf.io.gfile.glob(os.path.join(out, "*.packed")))
   eval_mode = dict(training=False, shuffle=False)
@@ -213,22 +216,22 @@ def test_packed_files_for_another_schema_or_truncated_are_refused(tmp_path):
   path = os.path.join(out, "part-00000.packed")
   other = features.criteo_schema(num_buckets=999, embedding_dim=4,
                                  num_dense=2, num_categorical=3)
-  with pytest.raises(criteo.DataError,
+  with pytest.raises(pipeline.DataError,
                      match=r"C1 was hashed into 1000 buckets, the config has "
                            r"999 \(config key 'data.num_buckets'\)"):
     criteo.make_dataset([path], other, 8, file_format="packed")
   fewer = features.criteo_schema(num_buckets=1000, embedding_dim=4,
                                  num_dense=1, num_categorical=3)
-  with pytest.raises(criteo.DataError, match="'data.num_dense'"):
+  with pytest.raises(pipeline.DataError, match="'data.num_dense'"):
     criteo.make_dataset([path], fewer, 8, file_format="packed")
   with open(path, "ab") as f:
     f.write(b"\0\0")
-  with pytest.raises(criteo.DataError,
+  with pytest.raises(pipeline.DataError,
                      match=r"part-00000\.packed: 1202 bytes is not a whole "
                            r"number of 24-byte rows"):
     criteo.make_dataset([path], PACKED_SCHEMA, 8, file_format="packed")
   lonely = write_lines(str(tmp_path / "lonely.packed"), ["x"])
-  with pytest.raises(criteo.DataError, match="packed_schema.json is missing"):
+  with pytest.raises(pipeline.DataError, match="packed_schema.json is missing"):
     criteo.make_dataset([lonely], PACKED_SCHEMA, 8, file_format="packed")
 
 
@@ -238,12 +241,28 @@ def test_cli_writes_packed_files(tmp_path):
   convert._main([f"--input={tsv}", f"--output_dir={out}", "--format=packed",
                  "--num_buckets=1000", "--num_dense=2",
                  "--num_categorical=3"])
-  with open(os.path.join(out, criteo.PACKED_SCHEMA_FILE)) as f:
+  with open(os.path.join(out, packed_lib.PACKED_SCHEMA_FILE)) as f:
     description = json.load(f)
-  assert description == criteo.packed_schema_description(PACKED_SCHEMA)
+  assert description == packed_lib.packed_schema_description(PACKED_SCHEMA)
   got = _batches(criteo.make_dataset([os.path.join(out, "part-00000.packed")],
                                      PACKED_SCHEMA, 8, file_format="packed",
                                      training=False, shuffle=False))
   want = _batches(criteo.make_dataset([tsv], PACKED_SCHEMA, 8,
                                       training=False, shuffle=False))
   _assert_same_batches(got, want)
+
+
+def test_count_rows_counts_lines_records_and_packed_rows(tmp_path):
+  lines = small_criteo_rows(30)
+  lines[3] = "bad"  # counted: bad rows are found only while reading
+  tsv = write_lines(str(tmp_path / "a.tsv"), lines, newline_at_end=False)
+  gz = write_lines(str(tmp_path / "b.tsv.gz"), small_criteo_rows(7))
+  assert readers.count_rows([tsv, gz], "tsv") == 37
+  convert.convert(tsv, str(tmp_path / "tfr"), schema=SMALL_CRITEO_SCHEMA,
+                  on_bad_row="skip", records_per_file=20)
+  records = sorted(tf.io.gfile.glob(str(tmp_path / "tfr" / "*.tfrecord")))
+  assert readers.count_rows(records, "tfrecord") == 29
+  summary = convert.convert_packed(tsv, str(tmp_path / "packed"),
+                                   schema=PACKED_SCHEMA, on_bad_row="skip")
+  assert readers.count_rows(summary["outputs"], "packed",
+                            packed_lib.packed_width(PACKED_SCHEMA)) == 29

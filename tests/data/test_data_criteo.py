@@ -17,6 +17,8 @@ from recsys_smelu import data as data_lib
 from recsys_smelu.data import convert
 from recsys_smelu.data import criteo
 from recsys_smelu.data import features
+from recsys_smelu.data import pipeline
+from recsys_smelu.data import readers
 from recsys_smelu import native
 import tensorflow as tf
 
@@ -84,7 +86,7 @@ def test_gzip_crlf_no_final_newline_and_block_boundaries_agree(tmp_path,
                                                                monkeypatch):
   rows = small_criteo_rows(50)
   reference = _collect(_eval([write_lines(str(tmp_path / "ref.tsv"), rows)]))
-  monkeypatch.setattr(criteo, "BLOCK_BYTES", 37)  # lines cut across blocks
+  monkeypatch.setattr(readers, "BLOCK_BYTES", 37)  # lines cut across blocks
   variants = [
       write_lines(str(tmp_path / "a.tsv.gz"), rows),
       write_lines(str(tmp_path / "b.tsv"), rows, newline_at_end=False),
@@ -109,15 +111,15 @@ def test_missing_pattern_is_named(tmp_path):
   write_lines(str(tmp_path / "a.tsv"), small_criteo_rows(2))
   missing = str(tmp_path / "nope-*.tsv")
   with pytest.raises(data_lib.NoMatchingFilesError, match="nope-"):
-    criteo.expand_patterns(f"{tmp_path}/a.tsv, {missing}")
+    pipeline.expand_patterns(f"{tmp_path}/a.tsv, {missing}")
   with pytest.raises(ValueError, match="empty"):
-    criteo.expand_patterns(" ")
+    pipeline.expand_patterns(" ")
 
 
 def test_comma_separated_patterns_keep_pattern_order(tmp_path):
   for name in ("b1.tsv", "b2.tsv", "a1.tsv"):
     write_lines(str(tmp_path / name), small_criteo_rows(1))
-  files = criteo.expand_patterns(f"{tmp_path}/b*.tsv,{tmp_path}/a*.tsv,"
+  files = pipeline.expand_patterns(f"{tmp_path}/b*.tsv,{tmp_path}/a*.tsv,"
                                  f"{tmp_path}/b1.tsv")
   assert [os.path.basename(f) for f in files] == ["b1.tsv", "b2.tsv", "a1.tsv"]
 
@@ -299,7 +301,7 @@ def test_build_dataset_and_schema_from_config(tmp_path):
 def test_shuffle_chunks_is_a_row_level_shuffle_buffer():
   rows = tf.reshape(tf.range(100), [100, 1])
   chunks = tf.data.Dataset.from_tensor_slices(tf.reshape(rows, [10, 10, 1]))
-  out = np.concatenate(list(criteo.shuffle_chunks(chunks, 30, seed=1)))[:, 0]
+  out = np.concatenate(list(pipeline.shuffle_chunks(chunks, 30, seed=1)))[:, 0]
   assert sorted(out) == list(range(100))
   # A row leaves at most buffer + one chunk positions before it arrived.
   assert all(value < position + 30 + 10 for position, value in enumerate(out))
@@ -307,7 +309,7 @@ def test_shuffle_chunks_is_a_row_level_shuffle_buffer():
   # Rows mix across chunks: the first 10 outputs come from several chunks.
   assert len({v // 10 for v in out[:10]}) >= 3
   # With a buffer holding everything, the first row is uniform over all rows.
-  firsts = [int(next(iter(criteo.shuffle_chunks(chunks, 1000, seed=s)))[0, 0])
+  firsts = [int(next(iter(pipeline.shuffle_chunks(chunks, 1000, seed=s)))[0, 0])
             for s in range(40)]
   assert 35 < np.mean(firsts) < 65
   assert len(set(firsts)) > 20

@@ -45,8 +45,9 @@ def _fake_dir(tmp_path, data_lines=None):
 
 def test_fake_layout_schema_split_and_features(tmp_path):
   directory = _fake_dir(tmp_path)
-  loaded = movielens.load(directory, 4)
-  schema = loaded.schema
+  loaded = movielens.load(directory)
+  schema = loaded.schema(4)
+  assert {f.embedding_dim for f in schema.categorical} == {4}
   assert schema.categorical_names == movielens.CATEGORICAL_NAMES
   assert schema.dense == ("genre_unknown", "genre_action", "genre_childrens",
                           "genre_sci_fi")
@@ -100,12 +101,13 @@ def test_missing_directory_is_a_clear_error(tmp_path):
 @needs_real_data
 def test_real_movielens_split_and_batches():
   directory = os.path.normpath(REAL_DIR)
-  loaded = movielens.load(directory, 8)
-  sizes = {f.name: f.num_buckets for f in loaded.schema.categorical}
+  loaded = movielens.load(directory)
+  schema = loaded.schema(8)
+  sizes = {f.name: f.num_buckets for f in schema.categorical}
   assert sizes == {"user_id": 944, "item_id": 1683, "age_bucket": 8,
                    "gender": 3, "occupation": 22, "zip_prefix": sizes[
                        "zip_prefix"], "genre": 20}
-  assert loaded.schema.num_dense == 19
+  assert schema.num_dense == 19
   assert len(loaded.eval["label"]) == 943 * 10
   assert len(loaded.train["label"]) == 100_000 - 9430
   positives = loaded.train["label"].sum() + loaded.eval["label"].sum()
