@@ -1001,6 +1001,8 @@ def guess_roles(path: str, *, file_format: str = "", delimiter: str = "",
                     f"{', '.join(FILE_FORMATS)}")
   delimiter = delimiter or DEFAULT_DELIMITERS[file_format]
   number = re.compile(NUMBER_REGEX)
+  if not tf.io.gfile.exists(path):
+    raise DataError(f"{path}: no such file")
   with _open_text(path) as f:
     header_line = f.readline()
     if not header_line.strip():

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
-import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -451,13 +451,65 @@ def test_guess_roles_negative_dense_and_no_label(tmp_path):
   assert "no 0/1 column named like a label" in snippet
 
 
-def test_infer_schema_main_prints_the_snippet(tmp_path, capsys):
-  from recsys_smelu.data import infer_schema
+def test_infer_schema_command_prints_the_snippet(tmp_path):
   lines, _ = _avazu_rows(5)
   path = _write(tmp_path / "a.csv", [",".join(AVAZU_HEADER)] + lines)
-  from absl import flags
-  flags.FLAGS(["prog"])
-  infer_schema.main(["prog", path])
-  out = capsys.readouterr().out
-  assert out.startswith(f"# Guessed from the header and 5 rows of {path}")
-  assert "--config.data.format=csv \\" in out
+  command = [sys.executable, "-m", "recsys_smelu.data.infer_schema"]
+  result = subprocess.run(command + [path, "--sample_rows=3"],
+                          capture_output=True, text=True, check=True)
+  assert result.stdout.startswith(
+      f"# Guessed from the header and 3 rows of {path}")
+  assert "--config.data.format=csv \\" in result.stdout
+  missing = subprocess.run(command + [str(tmp_path / "nope.csv")],
+                           capture_output=True, text=True)
+  assert missing.returncode == 1
+  assert missing.stderr.strip().endswith("nope.csv: no such file")
+
+
+def test_log1p_clip0_inputs_equal_the_shared_raw_to_model_inputs(tmp_path):
+  path = _write(tmp_path / "d.csv", [DENSE_HEADER] + DENSE_LINES)
+  schema = tabular.build_schema([path], _dense_spec())
+  raw = next(iter(tabular.raw_dataset([path], schema)))
+  ours = tabular.model_inputs(raw, schema)
+  shared = features.raw_to_model_inputs(raw, schema.features)
+  np.testing.assert_array_equal(ours["dense_features"].numpy(),
+                                shared["dense_features"].numpy())
+  np.testing.assert_array_equal(ours["sparse_features"]["city"].numpy(),
+                                shared["sparse_features"]["city"].numpy())
+
+
+def test_crlf_lines_and_a_tsv_without_header(tmp_path):
+  crlf = tmp_path / "crlf.csv"
+  crlf.write_bytes(("\r\n".join([DENSE_HEADER] + DENSE_LINES) + "\r\n"
+                    ).encode())
+  gz = tmp_path / "crlf.csv.gz"
+  gz.write_bytes(gzip.compress(crlf.read_bytes()))
+  plain = _write(tmp_path / "d.csv", [DENSE_HEADER] + DENSE_LINES)
+  want = _collect(_eval([plain], tabular.build_schema([plain], _dense_spec())))
+  for path in (str(crlf), str(gz)):
+    got = _collect(_eval([path], tabular.build_schema([path], _dense_spec())))
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1]["city"], want[1]["city"])
+  headless = _write(tmp_path / "d.tsv",
+                    [l.replace(",", "\t") for l in DENSE_LINES])
+  spec = _dense_spec(file_format="tsv", header=False,
+                     column_names="label,price,delta,city")
+  got = _collect(_eval([headless], tabular.build_schema([headless], spec)))
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_array_equal(got[2], want[2])
+
+
+def test_a_quoted_field_spanning_lines_is_two_quote_rows(tmp_path):
+  path = _write(tmp_path / "m.csv",
+                ["label,price,city", '1,2,"two', 'lines"', "0,1,ok"])
+  counter = pipeline.BadRowCounter()
+  schema = tabular.build_schema([path], _price_spec())
+  _, sparse, labels = _collect(_eval([path], schema, on_bad_row="skip",
+                                     bad_rows=counter))
+  np.testing.assert_array_equal(labels, [0])
+  assert counter.by_reason()["quote"] == 2
+
+
+def test_guess_roles_of_a_missing_file_names_it(tmp_path):
+  with pytest.raises(DataError, match="nope.csv: no such file"):
+    tabular.guess_roles(str(tmp_path / "nope.csv"))
