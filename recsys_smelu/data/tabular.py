@@ -475,8 +475,25 @@ def model_inputs(raw: Mapping[str, object], schema: TabularSchema) -> dict:
   else:
     reference = tf.convert_to_tensor(raw[features.categorical[0].name])
     dense = tf.zeros(tf.concat([tf.shape(reference), [0]], 0), tf.float32)
-  sparse = {f.name: features_lib.categorical_ids(raw[f.name], f)
-            for f in features.categorical}
+  # Columns hashed into the same bucket count go through one hash op.
+  groups: dict[int, list] = {}
+  sparse = {}
+  for feature in features.categorical:
+    if feature.vocabulary is None:
+      groups.setdefault(feature.num_buckets, []).append(feature)
+    else:
+      sparse[feature.name] = features_lib.categorical_ids(raw[feature.name],
+                                                          feature)
+  for group in groups.values():
+    if len(group) == 1:
+      sparse[group[0].name] = features_lib.categorical_ids(raw[group[0].name],
+                                                           group[0])
+      continue
+    ids = features_lib.categorical_ids(
+        tf.stack([raw[f.name] for f in group], axis=1), group[0])
+    for i, feature in enumerate(group):
+      sparse[feature.name] = ids[:, i]
+  sparse = {f.name: sparse[f.name] for f in features.categorical}
   return {features_lib.DENSE_KEY: dense, features_lib.SPARSE_KEY: sparse}
 
 
