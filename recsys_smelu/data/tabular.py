@@ -917,6 +917,14 @@ def packed_chunks(files: Sequence[str], schema: TabularSchema, *,
                           deterministic=True)
 
 
+def count_rows(files: Sequence[str], spec: TabularSpec) -> int:
+  """Rows of ``files`` as they hold them: lines less the header lines (bad
+  rows included; they are found only while reading)."""
+  files = list(files)
+  lines = readers.count_rows(files, "tsv")
+  return lines - (len(files) if spec.header else 0)
+
+
 def make_dataset(files: Sequence[str], schema: TabularSchema,
                  batch_size: int, *, training: bool = True,
                  shuffle: bool = True, shuffle_buffer: int = 10_000,

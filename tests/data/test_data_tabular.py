@@ -313,6 +313,17 @@ def test_bad_rows_skipped_and_counted_by_reason(tmp_path):
   assert any("4 columns, expected 3" in e for e in counter.examples)
 
 
+def test_count_rows_leaves_out_the_headers(tmp_path):
+  header = ",".join(AVAZU_HEADER)
+  files = [_write(tmp_path / "a.csv", [header] + _avazu_rows(9)[0]),
+           _write(tmp_path / "b.csv.gz", [header] + _avazu_rows(4)[0], True)]
+  assert tabular.count_rows(files, _avazu_spec()) == 13
+  headless = _write(tmp_path / "c.tsv", DENSE_LINES)
+  assert tabular.count_rows([headless], _dense_spec(
+      file_format="tsv", header=False,
+      column_names="label,price,delta,city")) == 5
+
+
 def test_line_shards_are_disjoint_and_cover_the_file(tmp_path):
   lines, rows = _avazu_rows(41)
   path = _write(tmp_path / "a.csv", [",".join(AVAZU_HEADER)] + lines)
