@@ -520,3 +520,13 @@ def test_a_quoted_field_spanning_lines_is_two_quote_rows(tmp_path):
 def test_guess_roles_of_a_missing_file_names_it(tmp_path):
   with pytest.raises(DataError, match="nope.csv: no such file"):
     tabular.guess_roles(str(tmp_path / "nope.csv"))
+
+
+def test_standardize_of_a_constant_or_empty_column_is_zero(tmp_path):
+  path = _write(tmp_path / "c.csv", ["label,price,delta,city", "1,5,,a",
+                                     "0,5,,b"])
+  schema = tabular.build_schema([path], _dense_spec(
+      dense_transform="standardize"))
+  assert schema.dense_mean == (5.0, 0.0) and schema.dense_std == (1.0, 1.0)
+  dense, _, _ = _collect(_eval([path], schema))
+  np.testing.assert_array_equal(dense, np.zeros((2, 2), np.float32))
