@@ -25,6 +25,9 @@ parse once, train many times (the twin evaluator trains 2N models on the same
 data). The ids depend on the bucket counts (``--num_buckets``, which must be
 the training config's ``data.num_buckets``); the schema file records them and
 the pipeline refuses files converted for another schema.
+
+The flags are absl flags (``--helpfull`` lists them); the main parses them
+and calls ``convert_files``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import json
 import os
 from typing import Optional, Sequence
 
+from absl import app
+from absl import flags
 import numpy as np
 import tensorflow as tf
 
@@ -227,51 +232,91 @@ def convert_packed(input_pattern: str, output_dir: str, *,
           "records": total, "skipped_bad_rows": bad_rows.by_reason()}
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> None:
-  import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(
-      prog="python -m recsys_smelu.data.convert",
-      description="Converts Criteo TSV files to TFRecord tf.Example files "
-                  "(raw values) or to packed files (parsed rows, "
-                  "data.format='packed').")
-  parser.add_argument("--input", required=True,
-                      help="file pattern(s), comma separated; .gz is gunzipped")
-  parser.add_argument("--output_dir", required=True)
-  parser.add_argument("--records_per_file", type=int, default=1_000_000)
-  parser.add_argument("--on_bad_row", choices=("error", "skip"),
-                      default="error")
-  parser.add_argument("--prefix", default="part")
-  parser.add_argument("--gzip", action="store_true",
-                      help="write GZIP-compressed .tfrecord.gz files")
-  parser.add_argument("--num_dense", type=int, default=13)
-  parser.add_argument("--num_categorical", type=int, default=26)
-  parser.add_argument("--format", choices=("tfrecord", "packed"),
-                      default="tfrecord")
-  parser.add_argument("--num_buckets", type=int, default=10_000,
-                      help="packed: buckets per categorical feature; must be "
-                           "the training config's data.num_buckets")
-  args = parser.parse_args(argv)
-  schema = features_lib.criteo_schema(num_buckets=args.num_buckets,
-                                      num_dense=args.num_dense,
-                                      num_categorical=args.num_categorical)
-  if args.format == "packed":
-    if args.gzip:
-      parser.error("--gzip applies to --format=tfrecord only")
-    summary = convert_packed(args.input, args.output_dir, schema=schema,
-                             records_per_file=args.records_per_file,
-                             on_bad_row=args.on_bad_row, prefix=args.prefix)
-  else:
-    summary = convert(args.input, args.output_dir, schema=schema,
-                      records_per_file=args.records_per_file,
-                      on_bad_row=args.on_bad_row, prefix=args.prefix,
-                      use_gzip=args.gzip)
+def convert_files(input_pattern: str, output_dir: str, *,
+                  output_format: str = "tfrecord", num_buckets: int = 10_000,
+                  num_dense: int = 13, num_categorical: int = 26,
+                  records_per_file: int = 1_000_000, on_bad_row: str = "error",
+                  prefix: str = "part", use_gzip: bool = False) -> dict:
+  """``convert`` (``output_format='tfrecord'``) or ``convert_packed``
+  (``'packed'``) with the Criteo schema of these sizes; what the command line
+  runs. Returns the summary dict."""
+  if output_format not in ("tfrecord", "packed"):
+    raise ValueError(f"output_format must be 'tfrecord' or 'packed', got "
+                     f"{output_format!r}")
+  schema = features_lib.criteo_schema(num_buckets=num_buckets,
+                                      num_dense=num_dense,
+                                      num_categorical=num_categorical)
+  if output_format == "packed":
+    if use_gzip:
+      raise ValueError("--gzip applies to --format=tfrecord only")
+    return convert_packed(input_pattern, output_dir, schema=schema,
+                          records_per_file=records_per_file,
+                          on_bad_row=on_bad_row, prefix=prefix)
+  return convert(input_pattern, output_dir, schema=schema,
+                 records_per_file=records_per_file, on_bad_row=on_bad_row,
+                 prefix=prefix, use_gzip=use_gzip)
+
+
+# ----------------------------------------------------------------------------
+# Command line
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The command-line flags (on ``flag_values``, absl's global by default)."""
+  flags.DEFINE_string("input", None, "Input file pattern(s), comma separated; "
+                      ".gz is gunzipped.", flag_values=flag_values)
+  flags.DEFINE_string("output_dir", None, "Directory to write the files to.",
+                      flag_values=flag_values)
+  flags.DEFINE_enum("format", "tfrecord", ("tfrecord", "packed"),
+                    "tfrecord: tf.Example with the raw values; packed: parsed "
+                    "rows for data.format='packed'.", flag_values=flag_values)
+  flags.DEFINE_integer("records_per_file", 1_000_000, "Rows per output file.",
+                       lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_enum("on_bad_row", "error", ("error", "skip"),
+                    "Stop at a bad row, or skip and count it.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("prefix", "part", "Output file name prefix.",
+                      flag_values=flag_values)
+  flags.DEFINE_bool("gzip", False, "Write GZIP-compressed .tfrecord.gz files "
+                    "(--format=tfrecord only).", flag_values=flag_values)
+  flags.DEFINE_integer("num_dense", 13, "Integer columns per row.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("num_categorical", 26, "Categorical columns per row.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("num_buckets", 10_000, "packed: buckets per "
+                       "categorical feature; must be the training config's "
+                       "data.num_buckets.", flag_values=flag_values)
+  flags.mark_flags_as_required(["input", "output_dir"], flag_values=flag_values)
+
+
+def main(argv: Sequence[str],
+         flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Converts as the parsed flags say and prints the summary as JSON."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  f = flag_values
+  try:
+    summary = convert_files(
+        f.input, f.output_dir, output_format=f.format,
+        num_buckets=f.num_buckets, num_dense=f.num_dense,
+        num_categorical=f.num_categorical,
+        records_per_file=f.records_per_file, on_bad_row=f.on_bad_row,
+        prefix=f.prefix, use_gzip=f.gzip)
+  except tf.errors.InvalidArgumentError as e:
+    bad_row = pipeline.bad_row_error(e)
+    if bad_row is None:
+      raise
+    raise SystemExit(f"error: {bad_row}") from None
+  except ValueError as e:  # includes pipeline.DataError
+    raise SystemExit(f"error: {e}") from None
   print(json.dumps(summary, indent=2))
 
 
-if __name__ == "__main__":
-  _main()
-
-
 def run() -> None:
-  """Console script recsys-smelu-convert."""
-  _main()
+  """Console script ``recsys-smelu-convert``."""
+  define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -37,6 +37,11 @@ The teacher (fixed by ``seed``, independent of ``num_train``/``num_eval``):
 Rows are generated in fixed-size blocks from ``numpy.random.SeedSequence``
 streams, so the same arguments give byte-identical files (gzip headers carry
 no time stamp or name).
+
+truth.json's log losses and AUC are ``recsys_smelu.metrics``'s, the ones the
+trainer and the twin report compute, so a model scored with the true
+probabilities has an excess log loss of exactly 0. The command line takes
+absl flags (``--helpfull`` lists them), one per ``generate`` argument.
 """
 
 from __future__ import annotations
@@ -48,7 +53,11 @@ import math
 import os
 from typing import Any, Optional, Sequence
 
+from absl import app
+from absl import flags
 import numpy as np
+
+from recsys_smelu import metrics as metrics_lib
 
 _BLOCK_ROWS = 65_536  # rows generated per block (part of the seed contract)
 _CALIBRATION_ROWS = 50_000
@@ -302,11 +311,6 @@ def _generate_split(teacher: Teacher, stream_seed: Sequence[int], num_rows: int,
   return sum_p, None, None
 
 
-def _log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
-  probs = np.clip(probs, 1e-15, 1 - 1e-15)
-  return float(-np.mean(np.where(labels, np.log(probs), np.log1p(-probs))))
-
-
 def generate(output_dir: str, num_train: int, num_eval: int, seed: int = 0,
              num_files: int = 1, gzip: bool = False,  # pylint: disable=redefined-outer-name
              base_ctr: float = 0.25, num_dense: int = 13,
@@ -323,7 +327,6 @@ def generate(output_dir: str, num_train: int, num_eval: int, seed: int = 0,
   DLRM learns in a few hundred steps on tens of thousands of rows.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from sklearn import metrics  # pylint: disable=g-import-not-at-top
   if num_train < 0 or num_eval < 1:
     raise ValueError(f"need num_train >= 0 and num_eval >= 1, got {num_train}, "
                      f"{num_eval}")
@@ -366,10 +369,11 @@ def generate(output_dir: str, num_train: int, num_eval: int, seed: int = 0,
       "train_mean_true_ctr": train_sum / num_train if num_train else None,
       "eval_mean_true_ctr": eval_sum / num_eval,
       "eval_label_mean": label_mean,
-      "eval_bayes_log_loss": _log_loss(eval_labels, eval_probs),
-      "eval_bayes_auc": (float(metrics.roc_auc_score(eval_labels, eval_probs))
+      # The report's own metrics, so its excess over Bayes starts at 0.
+      "eval_bayes_log_loss": metrics_lib.log_loss(eval_labels, eval_probs),
+      "eval_bayes_auc": (metrics_lib.roc_auc(eval_labels, eval_probs)
                          if 0.0 < label_mean < 1.0 else None),
-      "eval_constant_log_loss": _log_loss(
+      "eval_constant_log_loss": metrics_lib.log_loss(
           eval_labels, np.full(num_eval, label_mean)),
   }
   with tf.io.gfile.GFile(os.path.join(output_dir, "truth.json"), "w") as f:
@@ -377,36 +381,62 @@ def generate(output_dir: str, num_train: int, num_eval: int, seed: int = 0,
   return truth
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> None:
-  import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(
-      prog="python -m recsys_smelu.data.synthetic",
-      description="Writes Criteo-format synthetic data with a known true CTR.")
-  parser.add_argument("--output_dir", required=True)
-  parser.add_argument("--num_train", type=int, required=True)
-  parser.add_argument("--num_eval", type=int, required=True)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--num_files", type=int, default=1)
-  parser.add_argument("--gzip", action="store_true")
-  parser.add_argument("--base_ctr", type=float, default=0.25)
-  parser.add_argument("--num_dense", type=int, default=13)
-  parser.add_argument("--num_categorical", type=int, default=26)
-  parser.add_argument("--min_cardinality", type=int, default=3)
-  parser.add_argument("--max_cardinality", type=int, default=300)
-  parser.add_argument("--logit_std", type=float, default=1.5)
-  parser.add_argument("--linear_share", type=float, default=0.5)
-  args = parser.parse_args(argv)
-  truth = generate(**vars(args))
+# ----------------------------------------------------------------------------
+# Command line
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The command-line flags (on ``flag_values``, absl's global by default);
+  each is the ``generate`` argument of the same name."""
+  fv = {"flag_values": flag_values}
+  flags.DEFINE_string("output_dir", None, "Directory to write the files to.",
+                      **fv)
+  flags.DEFINE_integer("num_train", None, "Training rows.", **fv)
+  flags.DEFINE_integer("num_eval", None, "Eval rows.", **fv)
+  flags.DEFINE_integer("seed", 0, "Fixes the teacher and every row.", **fv)
+  flags.DEFINE_integer("num_files", 1, "Files per split.", **fv)
+  flags.DEFINE_bool("gzip", False, "Write .tsv.gz files.", **fv)
+  flags.DEFINE_float("base_ctr", 0.25, "Mean true click probability.", **fv)
+  flags.DEFINE_integer("num_dense", 13, "Integer features.", **fv)
+  flags.DEFINE_integer("num_categorical", 26, "Categorical features.", **fv)
+  flags.DEFINE_integer("min_cardinality", 3, "Fewest values of a "
+                       "categorical feature.", **fv)
+  flags.DEFINE_integer("max_cardinality", 300, "Most values of a "
+                       "categorical feature.", **fv)
+  flags.DEFINE_float("logit_std", 1.5, "Standard deviation of the true "
+                     "logit (signal strength).", **fv)
+  flags.DEFINE_float("linear_share", 0.5, "Share of the logit variance a "
+                     "logistic regression can represent.", **fv)
+  flags.mark_flags_as_required(["output_dir", "num_train", "num_eval"], **fv)
+
+
+_GENERATE_FLAGS = ("output_dir", "num_train", "num_eval", "seed", "num_files",
+                   "gzip", "base_ctr", "num_dense", "num_categorical",
+                   "min_cardinality", "max_cardinality", "logit_std",
+                   "linear_share")
+
+
+def main(argv: Sequence[str],
+         flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Generates as the parsed flags say and prints the truth summary (JSON)."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    truth = generate(**{name: flag_values[name].value
+                        for name in _GENERATE_FLAGS})
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
   summary = {k: truth[k] for k in ("mean_true_ctr", "eval_label_mean",
                                    "eval_bayes_log_loss", "eval_bayes_auc",
                                    "eval_constant_log_loss")}
   print(json.dumps(summary, indent=2))
 
 
-if __name__ == "__main__":
-  _main()
-
-
 def run() -> None:
-  """Console script recsys-smelu-synthetic."""
-  _main()
+  """Console script ``recsys-smelu-synthetic``."""
+  define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

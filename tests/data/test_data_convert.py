@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+from absl import flags
 import pytest
 
 from recsys_smelu import data as data_lib
@@ -134,6 +135,24 @@ def test_command_line(tmp_path):
       capture_output=True, text=True, timeout=300)
   assert missing.returncode != 0
   assert "none*.tsv" in missing.stderr and "matches no file" in missing.stderr
+  assert "Traceback" not in missing.stderr
+  (tmp_path / "bad.tsv").write_text("1\t5\t\ta\tb\n0\tx\t2\tc\td\n")
+  bad = subprocess.run(
+      [sys.executable, "-m", "recsys_smelu.data.convert",
+       f"--input={tmp_path}/bad.tsv", f"--output_dir={tmp_path}/o",
+       "--num_dense=2", "--num_categorical=2"],
+      capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and "Traceback" not in bad.stderr
+  assert bad.stderr.strip().splitlines()[-1].startswith(
+      f"error: {tmp_path}/bad.tsv:2: bad row (integer_field: integer feature "
+      "I1 is [x]); line content: 0\\tx")
+  helpfull = subprocess.run(
+      [sys.executable, "-m", "recsys_smelu.data.convert", "--helpfull"],
+      capture_output=True, text=True, timeout=300)
+  assert helpfull.returncode == 1  # absl's exit status for --helpfull
+  for flag in ("--input", "--output_dir", "--format", "--num_buckets",
+               "--on_bad_row", "--[no]gzip"):
+    assert flag in helpfull.stdout + helpfull.stderr, flag
 
 
 # ---------------------------------------------------------------------------
@@ -238,9 +257,12 @@ def test_packed_files_for_another_schema_or_truncated_are_refused(tmp_path):
 def test_cli_writes_packed_files(tmp_path):
   tsv = write_lines(str(tmp_path / "a.tsv"), small_criteo_rows(20))
   out = str(tmp_path / "packed")
-  convert._main([f"--input={tsv}", f"--output_dir={out}", "--format=packed",
-                 "--num_buckets=1000", "--num_dense=2",
-                 "--num_categorical=3"])
+  flag_values = flags.FlagValues()
+  convert.define_flags(flag_values)
+  flag_values(["convert", f"--input={tsv}", f"--output_dir={out}",
+               "--format=packed", "--num_buckets=1000", "--num_dense=2",
+               "--num_categorical=3"])
+  convert.main(["convert"], flag_values)
   with open(os.path.join(out, packed_lib.PACKED_SCHEMA_FILE)) as f:
     description = json.load(f)
   assert description == packed_lib.packed_schema_description(PACKED_SCHEMA)

@@ -17,7 +17,6 @@ from recsys_smelu import data as data_lib
 from recsys_smelu.data import convert
 from recsys_smelu.data import criteo
 from recsys_smelu.data import features
-from recsys_smelu.data import pipeline
 from recsys_smelu.data import readers
 from recsys_smelu import native
 import tensorflow as tf
@@ -105,23 +104,6 @@ def test_empty_file_yields_nothing(tmp_path):
   path = str(tmp_path / "empty.tsv")
   open(path, "w").close()
   assert not list(_eval([path]))
-
-
-def test_missing_pattern_is_named(tmp_path):
-  write_lines(str(tmp_path / "a.tsv"), small_criteo_rows(2))
-  missing = str(tmp_path / "nope-*.tsv")
-  with pytest.raises(data_lib.NoMatchingFilesError, match="nope-"):
-    pipeline.expand_patterns(f"{tmp_path}/a.tsv, {missing}")
-  with pytest.raises(ValueError, match="empty"):
-    pipeline.expand_patterns(" ")
-
-
-def test_comma_separated_patterns_keep_pattern_order(tmp_path):
-  for name in ("b1.tsv", "b2.tsv", "a1.tsv"):
-    write_lines(str(tmp_path / name), small_criteo_rows(1))
-  files = pipeline.expand_patterns(f"{tmp_path}/b*.tsv,{tmp_path}/a*.tsv,"
-                                 f"{tmp_path}/b1.tsv")
-  assert [os.path.basename(f) for f in files] == ["b1.tsv", "b2.tsv", "a1.tsv"]
 
 
 BAD_ROWS = {
@@ -296,23 +278,6 @@ def test_build_dataset_and_schema_from_config(tmp_path):
                                          str(tmp_path / "none*.tsv")})
   with pytest.raises(data_lib.NoMatchingFilesError, match="none"):
     data_lib.build_dataset(missing, "eval", 2)
-
-
-def test_shuffle_chunks_is_a_row_level_shuffle_buffer():
-  rows = tf.reshape(tf.range(100), [100, 1])
-  chunks = tf.data.Dataset.from_tensor_slices(tf.reshape(rows, [10, 10, 1]))
-  out = np.concatenate(list(pipeline.shuffle_chunks(chunks, 30, seed=1)))[:, 0]
-  assert sorted(out) == list(range(100))
-  # A row leaves at most buffer + one chunk positions before it arrived.
-  assert all(value < position + 30 + 10 for position, value in enumerate(out))
-  assert not np.array_equal(out, np.arange(100))
-  # Rows mix across chunks: the first 10 outputs come from several chunks.
-  assert len({v // 10 for v in out[:10]}) >= 3
-  # With a buffer holding everything, the first row is uniform over all rows.
-  firsts = [int(next(iter(pipeline.shuffle_chunks(chunks, 1000, seed=s)))[0, 0])
-            for s in range(40)]
-  assert 35 < np.mean(firsts) < 65
-  assert len(set(firsts)) > 20
 
 
 def test_tsv_training_decoder_equals_raw_to_model_inputs(tmp_path):

@@ -14,6 +14,7 @@ from sklearn import metrics
 
 from recsys_smelu import config as config_lib
 from recsys_smelu import data as data_lib
+from recsys_smelu import metrics as metrics_lib
 from recsys_smelu.data import synthetic
 
 
@@ -71,6 +72,13 @@ def test_truth_matches_files_and_pipeline(tmp_path):
   assert truth["eval_bayes_log_loss"] == pytest.approx(bayes, rel=1e-9)
   assert truth["eval_bayes_auc"] == pytest.approx(
       metrics.roc_auc_score(labels, probabilities))
+  # truth.json's limits are the report's metrics (recsys_smelu.metrics) of
+  # the true probabilities, exactly: the excess over Bayes starts at 0.
+  report = metrics_lib.model_metrics(labels, probabilities, probabilities)
+  assert truth["eval_bayes_log_loss"] == report["logloss"]
+  assert truth["eval_bayes_auc"] == report["auc"]
+  assert truth["eval_constant_log_loss"] == metrics_lib.log_loss(
+      labels, np.full(3000, truth["eval_label_mean"]))
   assert truth["eval_mean_true_ctr"] == pytest.approx(probabilities.mean())
   p = labels.mean()
   assert truth["eval_constant_log_loss"] == pytest.approx(
@@ -133,3 +141,15 @@ def test_command_line(tmp_path):
   assert "train-00001-of-00002.tsv.gz" in _files(tmp_path)
   truth = json.loads((tmp_path / "truth.json").read_text())
   assert truth["generator"]["base_ctr"] == 0.3
+  helpfull = subprocess.run(
+      [sys.executable, "-m", "recsys_smelu.data.synthetic", "--helpfull"],
+      capture_output=True, text=True, timeout=300)
+  assert helpfull.returncode == 1  # absl's exit status for --helpfull
+  for flag in ("--output_dir", "--num_train", "--num_eval", "--seed",
+               "--[no]gzip", "--max_cardinality"):
+    assert flag in helpfull.stdout + helpfull.stderr, flag
+  missing = subprocess.run(
+      [sys.executable, "-m", "recsys_smelu.data.synthetic",
+       f"--output_dir={tmp_path}/x", "--num_train=5"],
+      capture_output=True, text=True, timeout=300)
+  assert missing.returncode == 1 and "--num_eval" in missing.stderr
