@@ -530,3 +530,14 @@ def test_standardize_of_a_constant_or_empty_column_is_zero(tmp_path):
   assert schema.dense_mean == (5.0, 0.0) and schema.dense_std == (1.0, 1.0)
   dense, _, _ = _collect(_eval([path], schema))
   np.testing.assert_array_equal(dense, np.zeros((2, 2), np.float32))
+
+
+def test_bad_row_error_quotes_the_row_as_the_file_holds_it():
+  # tf.debugging.Assert C-escapes its message; bad_row_error undoes it.
+  message = ('assertion failed: [a.csv:4: bad row (quote: x); line content: '
+             '1,\\"b\\\\c\\tdé\\\'d\\001'
+             f'{pipeline.SKIP_HINT}]')
+  error = pipeline.bad_row_error(tf.errors.InvalidArgumentError(
+      None, None, message))
+  assert str(error) == ('a.csv:4: bad row (quote: x); line content: '
+                        '1,"b\\c\tdé\'d\x01' + pipeline.SKIP_HINT)
