@@ -44,6 +44,7 @@ setuptools.setup(
         "recsys-smelu-export = recsys_smelu.export:run",
         "recsys-smelu-synthetic = recsys_smelu.data.synthetic:run",
         "recsys-smelu-convert = recsys_smelu.data.convert:run",
+        "recsys-smelu-infer-schema = recsys_smelu.data.infer_schema:run",
     ]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -15,13 +15,18 @@ whose message names ``file:line``, the reason and the row (truncated), and
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Optional, Sequence
 
 import tensorflow as tf
 
 MAX_CONTENT_CHARS = 200  # a bad row is quoted up to this many characters
-BAD_ROW_REASONS = ("column_count", "integer_field", "label")
+# column_count, integer_field (Criteo TSV), label: all readers; dense_field
+# (a dense value that is not a number) and quote (a quoted field not closed by
+# RFC 4180 rules): the header-CSV/TSV reader (``recsys_smelu.data.tabular``).
+BAD_ROW_REASONS = ("column_count", "integer_field", "label", "dense_field",
+                   "quote")
 
 
 class DataError(ValueError):
@@ -54,7 +59,23 @@ def bad_row_error(error: BaseException) -> Optional[BadRowError]:
   end = text.find(SKIP_HINT + "]", start)
   if start < 0 or end < 0 or ": bad row (" not in text[start:end]:
     return None
-  return BadRowError(text[start + len(_ASSERT_MARK):end] + SKIP_HINT)
+  return BadRowError(_c_unescape(text[start + len(_ASSERT_MARK):end])
+                     + SKIP_HINT)
+
+
+_C_ESCAPE = re.compile(r"\\([\\'\"ntr]|[0-7]{3}|x[0-9a-fA-F]{2})")
+_C_ESCAPED = {"n": "\n", "t": "\t", "r": "\r"}
+
+
+def _c_unescape(text: str) -> str:
+  """Undoes the C escaping of ``tf.debugging.Assert``'s message (``\\"``,
+  ``\\t``, octal bytes), so the row is quoted as the file holds it."""
+  def replace(match):
+    code = match.group(1)
+    if len(code) == 1:
+      return _C_ESCAPED.get(code, code)
+    return chr(int(code[1:], 16) if code[0] == "x" else int(code, 8))
+  return _C_ESCAPE.sub(replace, text)
 
 
 def expand_patterns(patterns: str | Sequence[str]) -> list[str]:

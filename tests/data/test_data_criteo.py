@@ -164,7 +164,7 @@ def test_bad_row_classes_in_one_file_are_counted_separately(tmp_path):
   assert labels.tolist() == [0]
   # The empty line has one column; 39 digits overflow float32.
   assert counter.by_reason() == {"column_count": 2, "integer_field": 2,
-                                 "label": 1}
+                                 "label": 1, "dense_field": 0, "quote": 0}
 
 
 def test_shuffle_is_seeded_and_reshuffles_each_epoch(tmp_path):

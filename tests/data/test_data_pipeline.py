@@ -33,9 +33,10 @@ def test_counter_counts_distinct_rows_and_passes():
     counter.record(*_messages(*one_pass))
   assert (counter.total, counter.distinct, counter.passes) == (24, 3, 8)
   assert counter.by_reason() == {"column_count": 16, "integer_field": 0,
-                                 "label": 8}
+                                 "label": 8, "dense_field": 0, "quote": 0}
   assert counter.distinct_by_reason() == {"column_count": 2,
-                                          "integer_field": 0, "label": 1}
+                                          "integer_field": 0, "label": 1,
+                                          "dense_field": 0, "quote": 0}
   assert counter.summary().startswith(
       "skipped 3 distinct bad rows (24 over 8 passes): column_count=2, "
       "label=1; first: a.tsv:3: bad row (label: x)")
