@@ -140,9 +140,12 @@ def test_init_seed_controls_every_weight():
       assert not np.array_equal(va.numpy(), vc.numpy()), va.name
 
 
-def test_metric_names_and_values_match_numpy():
+@pytest.mark.parametrize("ensemble_size", [1, 2])
+def test_metric_names_and_values_match_numpy(ensemble_size):
+  """For an ensemble, the metrics are those of its (mean) prediction."""
   features, labels, ds = random_batches(SCHEMA, n=256, batch_size=64)
-  model = models.build_model(make_config(), SCHEMA)
+  model = models.build_model(make_config(model__ensemble_size=ensemble_size),
+                             SCHEMA)
   model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
   result = model.evaluate(ds, return_dict=True, verbose=0)
   assert set(models.METRIC_NAMES) <= set(result)

@@ -41,9 +41,6 @@ from recsys_smelu.data.features import DENSE_KEY, SPARSE_KEY, FeatureSchema
 from recsys_smelu.models import blocks
 from recsys_smelu.models import embedding_optimizers
 
-INTERACTIONS = choices.INTERACTIONS
-CROSS_MODES = choices.CROSS_MODES
-PRECISIONS = choices.MIXED_PRECISIONS
 # Names of the metrics ``CTRModel.compute_loss`` updates (fit/evaluate logs
 # also carry 'loss', 'regularization_loss' and 'total_loss').
 METRIC_NAMES = ("auc", "log_loss", "mean_prediction", "mean_label")
@@ -393,7 +390,7 @@ class CTRModel(tfrs.models.Model):
     logits = self.tower_logits(features, training=training)
     mean_logit = logits[0] if len(logits) == 1 else (
         tf.add_n(logits) / float(len(logits)))
-    # Updates the metrics of the (mean) prediction, and is the loss of one tower.
+    # Updates the metrics of the (mean) prediction; for one tower, the loss.
     task_loss = self.task(labels, mean_logit, training=training)
     if len(logits) == 1:
       return tf.nn.compute_average_loss(task_loss)
