@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
 
+from recsys_smelu import choices
+
 # Placeholder for "no value" in list-valued fields, which ConfigDict types
 # strictly; empty string means "not set" for optional paths.
 _UNSET = ""
@@ -166,18 +168,6 @@ def override(config: ml_collections.ConfigDict,
   return config
 
 
-_CHOICES = {
-    "data.format": ("tsv", "tfrecord", "packed", "movielens"),
-    "data.on_bad_row": ("error", "skip"),
-    "model.interaction": ("dot", "cross", "concat"),
-    "model.cross_mode": ("stacked", "parallel"),
-    "model.normalization": ("none", "layer", "batch"),
-    "model.mixed_precision": ("float32", "mixed_bfloat16", "mixed_float16"),
-    "train.optimizer": ("adam", "adagrad", "sgd"),
-    "train.embedding_optimizer": ("adam", "adagrad", "sgd"),
-    "train.decay": ("none", "cosine", "linear"),
-}
-
 _POSITIVE = ("data.num_buckets", "model.embedding_dim", "train.batch_size",
              "train.eval_batch_size", "train.steps", "train.learning_rate",
              "train.embedding_learning_rate", "train.steps_per_execution",
@@ -187,9 +177,12 @@ _POSITIVE = ("data.num_buckets", "model.embedding_dim", "train.batch_size",
 
 def validate(config: ml_collections.ConfigDict, check_paths: bool = True
              ) -> ml_collections.ConfigDict:
-  """Checks keys, types, choices and paths; returns the config unchanged.
+  """Checks keys, types, choices, ranges and paths; returns the config unchanged.
 
-  Runs before any TensorFlow work so a typo costs seconds, not a failed job.
+  Every check of a key on its own (or of keys of one section together) is
+  here; the model adds only the checks that need the feature schema
+  (``models.check_model_config``) and resolves the activation specs. Runs
+  before any TensorFlow work so a typo costs seconds, not a failed job.
   Raises ConfigError naming the offending key.
   """
   schema = _flatten(default_config().to_dict())
@@ -207,19 +200,54 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = True
         isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple))):
       raise ConfigError(f"config key {key!r} must be {type(default).__name__}, "
                         f"got {value!r}")
-  for key, choices in _CHOICES.items():
-    if given[key] not in choices:
+  for key, allowed in choices.BY_KEY.items():
+    if given[key] not in allowed:
       raise ConfigError(f"config key {key!r} is {given[key]!r}; choose one of "
-                        f"{', '.join(choices)}")
+                        f"{', '.join(allowed)}")
   for key in _POSITIVE:
     if not given[key] > 0:
       raise ConfigError(f"config key {key!r} must be > 0, got {given[key]!r}")
   if not 0.0 <= given["model.dropout"] < 1.0:
     raise ConfigError(f"config key 'model.dropout' must be in [0, 1), got "
                       f"{given['model.dropout']!r}")
+  _check_model_keys(config.model)
+  _check_train_keys(config.train)
   if check_paths:
     _check_data_paths(config)
   return config
+
+
+def _check_model_keys(m: ml_collections.ConfigDict) -> None:
+  """The ``model`` checks that need no feature schema (the model adds those)."""
+  for key in ("bottom_mlp", "top_mlp"):
+    widths = list(m[key])
+    if any(not isinstance(w, int) or isinstance(w, bool) or w <= 0
+           for w in widths):
+      raise ConfigError(f"config key 'model.{key}' must list positive integer "
+                        f"widths, got {widths!r}")
+  top = list(m.top_mlp)
+  if not top:
+    raise ConfigError("config key 'model.top_mlp' is empty; it needs at least "
+                      "the final width 1 (the logit)")
+  if top[-1] != 1:
+    raise ConfigError(f"config key 'model.top_mlp' must end with width 1 (the "
+                      f"logit), got {top!r}")
+  if m.interaction == "cross":
+    if m.cross_num_layers < 1:
+      raise ConfigError(f"config key 'model.cross_num_layers' must be >= 1, "
+                        f"got {m.cross_num_layers!r}")
+    if m.cross_projection_dim < 0:
+      raise ConfigError(f"config key 'model.cross_projection_dim' must be >= 0"
+                        f" (0 = full rank), got {m.cross_projection_dim!r}")
+
+
+def _check_train_keys(t: ml_collections.ConfigDict) -> None:
+  # Keras reports (and the trainer checkpoints) once per steps_per_execution.
+  if t.checkpoint_every % t.steps_per_execution:
+    raise ConfigError(
+        "config key 'train.checkpoint_every' must be a multiple of "
+        f"'train.steps_per_execution' ({t.checkpoint_every} vs "
+        f"{t.steps_per_execution})")
 
 
 def _check_data_paths(config: ml_collections.ConfigDict) -> None:

@@ -58,6 +58,7 @@ tf_keras2.ensure_keras2()  # before tensorflow: tf.keras is Keras 2
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from recsys_smelu import activations as activations_lib
+from recsys_smelu import compat
 from recsys_smelu import config as config_lib
 from recsys_smelu import data as data_lib
 from recsys_smelu.data import features as features_lib
@@ -225,7 +226,7 @@ def restore_model(config: ml_collections.ConfigDict, checkpoint: str
 
 def _built_on_default_strategy(model: tf.keras.Model) -> bool:
   """Keras records the strategy a model was created under (None: default)."""
-  return getattr(model, "_distribution_strategy", None) is None
+  return compat.model_distribution_strategy(model) is None
 
 
 # ----------------------------------------------------------------------------
@@ -282,7 +283,8 @@ def export_saved_model(model_dir: str, export_dir: str, *,
   else:
     if model is not None and checkpoint is None:
       logging.info("Model was built under %s; exporting from its checkpoint "
-                   "on CPU", type(model._distribution_strategy).__name__)  # pylint: disable=protected-access
+                   "on CPU",
+                   type(compat.model_distribution_strategy(model)).__name__)
     checkpoint = resolve_checkpoint(model_dir, checkpoint)
     model = restore_model(config, checkpoint)
     step = checkpoint_step(checkpoint)

@@ -51,6 +51,7 @@ tf_keras2.ensure_keras2()  # before tensorflow: tf.keras is Keras 2
 
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
+from recsys_smelu import compat
 from recsys_smelu import config as config_lib
 from recsys_smelu import data as data_lib
 from recsys_smelu import metrics as metrics_lib
@@ -131,6 +132,14 @@ _DENSE_OPTIMIZERS = {
 }
 
 
+def learning_rate(base: float, train_config: ml_collections.ConfigDict):
+  """``base`` with the warm-up and decay of ``train_config``
+  (``config.train``), through ``models.schedules``."""
+  t = train_config
+  return schedules.learning_rate(base, warmup_steps=t.warmup_steps,
+                                 total_steps=t.steps, decay=t.decay)
+
+
 def make_dense_optimizer(config: ml_collections.ConfigDict
                          ) -> tf.keras.optimizers.Optimizer:
   """The optimizer of every non-embedding variable (``train.optimizer``).
@@ -141,16 +150,22 @@ def make_dense_optimizer(config: ml_collections.ConfigDict
   """
   t = config.train
   return _DENSE_OPTIMIZERS[t.optimizer](
-      learning_rate=schedules.learning_rate(t.learning_rate, config))
+      learning_rate=learning_rate(t.learning_rate, t))
 
 
-def _current_learning_rate(optimizer) -> float:
-  """The dense optimizer's learning rate at its current step."""
-  optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling
-  lr = optimizer._learning_rate  # pylint: disable=protected-access
-  if isinstance(lr, tf.keras.optimizers.schedules.LearningRateSchedule):
-    return float(lr(optimizer.iterations))
-  return float(tf.keras.backend.get_value(lr))
+def build_model(config: ml_collections.ConfigDict,
+                schema: data_lib.FeatureSchema) -> models_lib.CTRModel:
+  """``models.build_model`` with the embedding optimizer ``config.train`` names.
+
+  ``train.embedding_optimizer`` at ``train.embedding_learning_rate``, with
+  the warm-up and decay of ``learning_rate`` on CPU/GPU.
+  """
+  t = config.train
+  return models_lib.build_model(
+      config, schema,
+      embedding_optimizer=models_lib.embedding_optimizer(
+          t.embedding_optimizer, t.embedding_learning_rate),
+      embedding_learning_rate=learning_rate(t.embedding_learning_rate, t))
 
 
 # ----------------------------------------------------------------------------
@@ -172,7 +187,7 @@ class _TrainingMonitor(tf.keras.callbacks.Callback):
   """Checkpoints, NaN guard, examples/s, learning rate, progress and logs.
 
   Keras reports batch ends once per ``steps_per_execution`` steps. The
-  monitor takes Keras' logs as tensors (``_supports_tf_logs``) and reads only
+  monitor has Keras pass its logs as tensors (see ``compat``), reads only
   the loss on every report (for the NaN guard); the other metrics are read
   only when a line is logged, so a step costs one host sync, not one per
   metric. The step is the optimizer's ``iterations``, read once per epoch and
@@ -189,7 +204,7 @@ class _TrainingMonitor(tf.keras.callbacks.Callback):
                global_batch_size: int, log_every: int, writer, interactive: bool,
                bad_rows=None):
     super().__init__()
-    self._supports_tf_logs = True
+    compat.receive_logs_as_tensors(self)
     self._bad_rows = bad_rows
     self._manager = manager
     self._total = total_steps
@@ -241,7 +256,7 @@ class _TrainingMonitor(tf.keras.callbacks.Callback):
       rate = (step - self._last_logged_step) * self._batch / max(
           now - self._last_time, 1e-9)
       self.examples_per_second.append(rate)
-      lr = _current_learning_rate(self.model.optimizer)
+      lr = compat.current_learning_rate(self.model.optimizer)
       values = {name: float(logs[name]) for name in
                 ("auc", "log_loss", "mean_prediction", "mean_label")
                 if name in logs}
@@ -424,7 +439,7 @@ def build(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy
   """Model + optimizer compiled under ``strategy``, and its checkpoint."""
   schema = data_lib.build_schema(config)
   with strategy.scope():
-    model = models_lib.build_model(config, schema)
+    model = build_model(config, schema)
     if not isinstance(strategy, tf.distribute.TPUStrategy):
       models_lib.create_variables(model, schema)
     optimizer = make_dense_optimizer(config)
@@ -525,11 +540,6 @@ def _fit(config, model, manager, strategy, work_dir, bad_rows, interactive
   if start >= t.steps:
     logging.info("Already trained to step %d (train.steps=%d)", start, t.steps)
     return None
-  if t.checkpoint_every % t.steps_per_execution:
-    raise config_lib.ConfigError(
-        "config key 'train.checkpoint_every' must be a multiple of "
-        f"'train.steps_per_execution' ({t.checkpoint_every} vs "
-        f"{t.steps_per_execution})")
 
   def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
     dataset = data_lib.build_dataset(

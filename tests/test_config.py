@@ -13,7 +13,12 @@ def _valid(**changes):
 
 
 def test_defaults_validate():
-  _valid()
+  default = config_lib.default_config()
+  returned = config_lib.validate(default, check_paths=False)
+  assert returned is default  # validate checks, it does not rewrite
+  assert returned.to_dict() == config_lib.default_config().to_dict()
+  assert returned.model.interaction == "dot"
+  assert returned.train.checkpoint_every % returned.train.steps_per_execution == 0
 
 
 def test_override_unknown_key_suggests_neighbour():
@@ -34,10 +39,57 @@ def test_validate_rejects_added_key():
     ("train.steps", 0, "train.steps"),
     ("model.dropout", 1.0, "model.dropout"),
     ("data.on_bad_row", "ignore", "data.on_bad_row"),
+    ("train.embedding_learning_rate", 0.0, "train.embedding_learning_rate"),
+    ("train.embedding_optimizer", "rmsprop", "train.embedding_optimizer"),
+    ("train.decay", "step", "train.decay"),
+    ("model.cross_mode", "zigzag", "model.cross_mode"),
+    ("model.normalization", "group", "model.normalization"),
+    ("model.mixed_precision", "float8", "model.mixed_precision"),
+    ("model.top_mlp", [], "model.top_mlp.*empty"),
+    ("model.top_mlp", [8, 2], "model.top_mlp.*end with width 1"),
+    ("model.bottom_mlp", [8, -4], "model.bottom_mlp.*positive integer"),
+    ("model.top_mlp", [8.5, 1], "model.top_mlp.*positive integer"),
+    ("model.top_mlp", [True, 1], "model.top_mlp.*positive integer"),
+    ("model.ensemble_size", 0, "model.ensemble_size"),
 ])
 def test_validate_rejects_bad_values(key, value, match):
   with pytest.raises(config_lib.ConfigError, match=match):
     _valid(**{key: value})
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"model.interaction": "cross", "model.cross_num_layers": 0},
+     "model.cross_num_layers"),
+    ({"model.interaction": "cross", "model.cross_projection_dim": -1},
+     "model.cross_projection_dim"),
+    ({"train.steps_per_execution": 3, "train.checkpoint_every": 10},
+     r"'train.checkpoint_every' must be a multiple of "
+     r"'train.steps_per_execution' \(10 vs 3\)"),
+])
+def test_validate_checks_keys_together(changes, match):
+  with pytest.raises(config_lib.ConfigError, match=match):
+    _valid(**changes)
+
+
+def test_cross_keys_are_checked_only_for_the_cross_interaction():
+  _valid(**{"model.interaction": "dot", "model.cross_num_layers": 0})
+  _valid(**{"train.steps_per_execution": 5, "train.checkpoint_every": 10})
+
+
+def test_choice_lists_come_from_the_tf_free_choices_module():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from recsys_smelu import choices  # pylint: disable=g-import-not-at-top
+  assert set(choices.BY_KEY) <= set(config_lib.flat_keys())
+  for key, allowed in choices.BY_KEY.items():
+    section, leaf = key.split(".")
+    assert config_lib.default_config()[section][leaf] in allowed, key
+    with pytest.raises(config_lib.ConfigError,
+                       match=f"{key}.*choose one of {', '.join(allowed)}"):
+      _valid(**{key: "not-a-choice"})
+  code = ("import sys; import recsys_smelu.choices, recsys_smelu.config; "
+          "sys.exit('tensorflow' in sys.modules)")
+  assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_wrong_type_names_key():

@@ -94,6 +94,37 @@ def test_mlp_dropout_only_in_training_and_seeded():
   assert not np.array_equal(c(x, training=True).numpy(), ya)
 
 
+def test_mlp_dropout_active_in_fit_and_off_in_predict():
+  """Keras' fit trains with the masks, predict and evaluate run without them."""
+  widths = [64, 64]
+  with_dropout = _mlp(dropout=0.5, widths=widths)
+  without = _mlp(dropout=0.0, widths=widths)  # same kernels: same seed paths
+  x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+  y = np.zeros((32, 64), np.float32)
+
+  def keras_model(mlp):
+    inputs = tf.keras.Input([6])
+    model = tf.keras.Model(inputs, mlp(inputs))
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.0), loss="mse")
+    return model
+
+  model, reference = keras_model(with_dropout), keras_model(without)
+  dropouts = [layers[-1] for layers in with_dropout.hidden_layers]
+  assert all(isinstance(d, blocks.SeededDropout) for d in dropouts)
+  np.testing.assert_array_equal(model.predict(x, verbose=0),
+                                reference.predict(x, verbose=0))
+  assert model.evaluate(x, y, verbose=0) == reference.evaluate(x, y, verbose=0)
+  assert [int(d.calls.numpy()) for d in dropouts] == [0, 0]  # no mask drawn
+  # Learning rate 0: the weights stay, so the losses differ by the masks only.
+  loss = model.fit(x, y, batch_size=32, epochs=3, verbose=0).history["loss"]
+  reference_loss = reference.fit(x, y, batch_size=32, epochs=3,
+                                 verbose=0).history["loss"]
+  assert [int(d.calls.numpy()) for d in dropouts] == [3, 3]  # one per step
+  assert loss != reference_loss and len(set(loss)) == 3  # a new mask per step
+  np.testing.assert_array_equal(model.predict(x, verbose=0),
+                                reference.predict(x, verbose=0))
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"widths": []}, "must not be empty"),
     ({"widths": [4, 0]}, "positive"),

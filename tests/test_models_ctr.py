@@ -27,6 +27,15 @@ def make_config(**changes):
   return config_lib.override(config_lib.default_config(), base)
 
 
+def trainable_model(config, schema=SCHEMA):
+  """The model with the embedding optimizer ``config.train`` names (constant
+  rate), as the trainer builds it."""
+  t = config.train
+  return models.build_model(
+      config, schema, embedding_optimizer=models.embedding_optimizer(
+          t.embedding_optimizer, t.embedding_learning_rate))
+
+
 def random_batches(schema, n=64, batch_size=32, seed=0):
   rng = np.random.default_rng(seed)
   features = {
@@ -131,9 +140,12 @@ def test_init_seed_controls_every_weight():
       assert not np.array_equal(va.numpy(), vc.numpy()), va.name
 
 
-def test_metric_names_and_values_match_numpy():
+@pytest.mark.parametrize("ensemble_size", [1, 2])
+def test_metric_names_and_values_match_numpy(ensemble_size):
+  """For an ensemble, the metrics are those of its (mean) prediction."""
   features, labels, ds = random_batches(SCHEMA, n=256, batch_size=64)
-  model = models.build_model(make_config(), SCHEMA)
+  model = models.build_model(make_config(model__ensemble_size=ensemble_size),
+                             SCHEMA)
   model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
   result = model.evaluate(ds, return_dict=True, verbose=0)
   assert set(models.METRIC_NAMES) <= set(result)
@@ -157,7 +169,7 @@ def test_tables_use_embedding_optimizer_and_dense_layers_the_compiled_one(
   config = make_config(train__embedding_optimizer=emb_optimizer,
                        train__embedding_learning_rate=lr_emb)
   features, labels, _ = random_batches(SCHEMA, n=32)
-  model = models.build_model(config, SCHEMA)
+  model = trainable_model(config)
   model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=0.1))
   model(features)
   tables = model.embedding.trainable_variables
@@ -182,21 +194,16 @@ def test_tables_use_embedding_optimizer_and_dense_layers_the_compiled_one(
                                                   grads) if id(v) in table_ids)
 
 
-def test_embedding_optimizer_from_config():
+def test_embedding_optimizer_by_name():
   emb = tf.tpu.experimental.embedding
-  opt = models.embedding_optimizer(make_config(
-      train__embedding_optimizer="adagrad", train__embedding_learning_rate=0.2))
+  opt = models.embedding_optimizer("adagrad", 0.2)
   assert isinstance(opt, emb.Adagrad)
   assert opt.learning_rate == pytest.approx(0.2)
   assert opt.initial_accumulator_value == pytest.approx(0.1)
-  assert isinstance(models.embedding_optimizer(make_config(
-      train__embedding_optimizer="adam")), emb.Adam)
-  assert isinstance(models.embedding_optimizer(make_config(
-      train__embedding_optimizer="sgd")), emb.SGD)
-  bad = make_config()
-  bad.train.embedding_optimizer = "rmsprop"
-  with pytest.raises(ValueError, match="train.embedding_optimizer"):
-    models.embedding_optimizer(bad)
+  assert isinstance(models.embedding_optimizer("adam", 0.1), emb.Adam)
+  assert isinstance(models.embedding_optimizer("sgd", 0.1), emb.SGD)
+  with pytest.raises(ValueError, match="'rmsprop'.*adam, adagrad, sgd"):
+    models.embedding_optimizer("rmsprop", 0.1)
   twin = models.keras_embedding_optimizer(
       emb.Adam(learning_rate=0.3, beta_1=0.8, beta_2=0.99, epsilon=1e-6))
   assert twin.get_config()["beta_1"] == pytest.approx(0.8)
@@ -209,7 +216,7 @@ def test_mixed_bfloat16_trains_with_float32_logits(interaction):
                        model__mixed_precision="mixed_bfloat16",
                        model__activation="smelu", model__normalization="layer")
   _, _, ds = random_batches(SCHEMA, n=128)
-  model = models.build_model(config, SCHEMA)
+  model = trainable_model(config)
   model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
   history = model.fit(ds, epochs=2, verbose=0).history
   assert np.all(np.isfinite(history["loss"]))
@@ -228,7 +235,7 @@ def test_mixed_float16_wraps_optimizer_in_loss_scaling_and_trains():
   config = make_config(model__interaction="cross",
                        model__mixed_precision="mixed_float16")
   _, _, ds = random_batches(SCHEMA, n=128)
-  model = models.build_model(config, SCHEMA)
+  model = trainable_model(config)
   model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
   assert isinstance(model.optimizer,
                     tf.keras.mixed_precision.LossScaleOptimizer)
@@ -239,7 +246,7 @@ def test_mixed_float16_wraps_optimizer_in_loss_scaling_and_trains():
 
 def test_jit_compile_trains_with_tpu_embedding_on_cpu():
   features, labels, ds = random_batches(SCHEMA, n=128)
-  model = models.build_model(make_config(model__normalization="layer"), SCHEMA)
+  model = trainable_model(make_config(model__normalization="layer"))
   model.compile(optimizer=tf.keras.optimizers.Adam(1e-2), jit_compile=True)
   model(features)
   before = [v.numpy() for v in model.trainable_variables]
@@ -256,8 +263,8 @@ MOVIELENS_LIKE = FeatureSchema(dense=(), categorical=(
 
 @pytest.mark.parametrize("interaction", ["dot", "cross", "concat"])
 def test_no_dense_features_uses_embeddings_only(interaction):
-  model = models.build_model(make_config(model__interaction=interaction),
-                             MOVIELENS_LIKE)
+  model = trainable_model(make_config(model__interaction=interaction),
+                          MOVIELENS_LIKE)
   features, labels, ds = random_batches(MOVIELENS_LIKE, n=64)
   assert model.towers[0].bottom_mlp is None
   assert model.embedding is not None
@@ -305,7 +312,7 @@ def test_dot_needs_equal_embedding_dims():
 def test_checkpoint_restores_weights_and_embedding_optimizer_slots(tmp_path):
   features, labels, ds = random_batches(SCHEMA, n=128)
   config = make_config(train__embedding_optimizer="adagrad")
-  model = models.build_model(config, SCHEMA)
+  model = trainable_model(config)
   model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
   model.fit(ds, epochs=1, verbose=0)
   path = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(
@@ -313,7 +320,7 @@ def test_checkpoint_restores_weights_and_embedding_optimizer_slots(tmp_path):
   saved = dict(tf.train.list_variables(path))
   assert any(k.startswith("model/embedding_optimizer/") for k in saved)
 
-  restored = models.build_model(config, SCHEMA)
+  restored = trainable_model(config)
   restored.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
   restored(features)
   restored.embedding_optimizer.build(restored.embedding.trainable_variables)

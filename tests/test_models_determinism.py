@@ -52,7 +52,9 @@ def train(**changes):
   config = config_lib.override(config_lib.default_config(), base)
   data = tf.data.Dataset.from_tensor_slices((features, labels)).shuffle(
       n, seed=config.seed.data).batch(64, drop_remainder=True).repeat()
-  model = models.build_model(config, schema)
+  model = models.build_model(config, schema, embedding_optimizer=(
+      models.embedding_optimizer(config.train.embedding_optimizer,
+                                 config.train.embedding_learning_rate)))
   model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
   model.fit(data, steps_per_epoch=30, epochs=1, verbose=0)
   digest = hashlib.sha256()

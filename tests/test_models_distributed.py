@@ -47,7 +47,9 @@ config = config_lib.override(config_lib.default_config(), {
 def train(strategy):
   data = tf.data.Dataset.from_tensor_slices((features, labels)).batch(64)
   with strategy.scope():
-    model = models.build_model(config, schema)
+    model = models.build_model(config, schema, embedding_optimizer=(
+        models.embedding_optimizer(config.train.embedding_optimizer,
+                                   config.train.embedding_learning_rate)))
     model.compile(optimizer=tf.keras.optimizers.SGD(0.1))
   history = model.fit(data, epochs=2, verbose=0).history
   result = model.evaluate(data, return_dict=True, verbose=0)

@@ -11,7 +11,7 @@ from recsys_smelu.models import embedding_optimizers
 import tensorflow as tf
 
 from conftest import graph_op_types, require_native_compiler
-from test_models_ctr import SCHEMA, make_config, random_batches
+from test_models_ctr import SCHEMA, make_config, random_batches, trainable_model
 from recsys_smelu import models
 
 SHAPES = [(40, 4), (300, 8)]
@@ -155,7 +155,7 @@ def test_checkpoints_are_keras_adagrad_checkpoints(tmp_path):
 
 def test_model_trains_its_tables_with_the_native_op_except_under_xla():
   features, labels, _ = random_batches(SCHEMA, n=32)
-  model = models.build_model(make_config(), SCHEMA)
+  model = trainable_model(make_config())
   assert isinstance(model.embedding_optimizer,
                     embedding_optimizers.FusedEmbeddingAdagrad)
   model.compile(optimizer=tf.keras.optimizers.SGD(0.1))

@@ -17,6 +17,8 @@ from recsys_smelu import models
 from recsys_smelu.data import synthetic
 import tensorflow as tf
 
+from test_models_ctr import trainable_model
+
 NUM_DENSE, NUM_CATEGORICAL = 4, 6
 NUM_TRAIN, NUM_EVAL = 12_000, 4_000
 BATCH_SIZE = 256
@@ -89,7 +91,7 @@ def train_and_evaluate(problem, config, steps):
       NUM_TRAIN, seed=1).batch(BATCH_SIZE, drop_remainder=True).repeat()
   evaluation = tf.data.Dataset.from_tensor_slices(problem["eval"]).batch(
       NUM_EVAL)
-  model = models.build_model(config, problem["schema"])
+  model = trainable_model(config, problem["schema"])
   model.compile(optimizer=tf.keras.optimizers.Adam(3e-3))
   model.fit(train, steps_per_epoch=steps, epochs=1, verbose=0)
   return model, model.evaluate(evaluation, return_dict=True, verbose=0)

@@ -1,8 +1,10 @@
 """CTR model family on TensorFlow Recommenders (DLRM, DCN-v2, deep MLP).
 
-``build_model(config, schema)`` is the one entry point the trainer, the twin
-evaluator and export use; ``embedding_optimizer(config)`` builds the
-TPUEmbedding optimizer from ``config.train``.
+``build_model(config, schema, embedding_optimizer, embedding_learning_rate)``
+is the one entry point the trainer and export use; it reads ``config.model``
+and ``config.seed``. ``embedding_optimizer(name, learning_rate)`` builds the
+tables' (TPUEmbedding) optimizer; the trainer passes ``config.train``'s in
+(``recsys_smelu.train.build_model``).
 """
 
 from recsys_smelu import tf_keras2

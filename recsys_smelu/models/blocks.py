@@ -18,7 +18,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-NORMALIZATIONS = ("none", "layer", "batch")
+from recsys_smelu import choices
+from recsys_smelu import compat
+
+NORMALIZATIONS = choices.NORMALIZATIONS
 
 
 def derive_seed(base_seed: int, path: str) -> int:
@@ -54,9 +57,9 @@ def make_activation(spec: str, policy: tf.keras.mixed_precision.Policy,
   """
   from recsys_smelu import activations  # pylint: disable=g-import-not-at-top
   layer = activations.get_activation(spec)
-  layer._set_dtype_policy(policy)  # pylint: disable=protected-access
+  compat.set_dtype_policy(layer, policy)
   if name is not None:
-    layer._name = name  # pylint: disable=protected-access
+    compat.set_layer_name(layer, name)
   return layer
 
 
@@ -182,14 +185,14 @@ class MLP(tf.keras.layers.Layer):
   @property
   def layers(self) -> list:
     """Direct sublayers (lets ``summary(expand_nested=True)`` expand us)."""
-    return list(self._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
+    return compat.direct_sublayers(self)
 
   def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
     x = inputs
     for layers in self.hidden_layers:
       for layer in layers:
         if isinstance(layer, (tf.keras.layers.BatchNormalization,
-                              tf.keras.layers.Dropout)):
+                              SeededDropout)):
           x = layer(x, training=training)
         else:
           x = layer(x)
@@ -215,16 +218,25 @@ class DotInteraction(tfrs.layers.feature_interaction.DotInteraction):
   transposed and the triangle's rows gathered with constant indices, so the
   forward and backward passes move whole rows of the batch
   (docs/benchmarks.md#component-measurements). Compiles under XLA (static
-  shapes).
+  shapes). ``skip_gather=True`` is TFRS's own path (the masked [batch, n * n]
+  matrix).
   """
 
+  def __init__(self, self_interaction: bool = False, skip_gather: bool = False,
+               name: Optional[str] = None, **kwargs):
+    super().__init__(self_interaction=self_interaction,
+                     skip_gather=skip_gather, name=name, **kwargs)
+    # Our own copies: TFRS keeps these in private attributes.
+    self.self_interaction = bool(self_interaction)
+    self.skip_gather = bool(skip_gather)
+
   def call(self, inputs):
-    if self._skip_gather:
+    if self.skip_gather:
       return super().call(inputs)
     n = len(inputs)
     features = tf.stack(inputs, axis=1)  # [batch, n, dim]
     products = tf.matmul(features, features, transpose_b=True)
-    rows, cols = np.tril_indices(n, 0 if self._self_interaction else -1)
+    rows, cols = np.tril_indices(n, 0 if self.self_interaction else -1)
     triangle = tf.gather(tf.transpose(tf.reshape(products, [-1, n * n])),
                          tf.constant(rows * n + cols, tf.int32))
     return tf.transpose(triangle)

@@ -19,9 +19,10 @@ top MLP hidden layers ──► logit (linear Dense(1), float32)
 ``ensemble_size`` towers with independently derived seeds; its prediction is
 the mean of the tower logits.
 Its ``train_step`` sends the embedding-table gradients to the embedding
-optimizer (``config.train.embedding_optimizer``) and all other gradients to the
-optimizer given to ``compile``; on TPU the TPUEmbedding layer applies its own
-optimizer inside the backward pass.
+optimizer given to ``build_model`` (the trainer builds it from
+``train.embedding_optimizer``) and all other gradients to the optimizer given
+to ``compile``; on TPU the TPUEmbedding layer applies its own optimizer inside
+the backward pass.
 """
 
 from __future__ import annotations
@@ -32,15 +33,14 @@ import ml_collections
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from recsys_smelu import choices
+from recsys_smelu import compat
+from recsys_smelu import config as config_lib
 from recsys_smelu.config import ConfigError
 from recsys_smelu.data.features import DENSE_KEY, SPARSE_KEY, FeatureSchema
 from recsys_smelu.models import blocks
 from recsys_smelu.models import embedding_optimizers
-from recsys_smelu.models import schedules
 
-INTERACTIONS = ("dot", "cross", "concat")
-CROSS_MODES = ("stacked", "parallel")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # Names of the metrics ``CTRModel.compute_loss`` updates (fit/evaluate logs
 # also carry 'loss', 'regularization_loss' and 'total_loss').
 METRIC_NAMES = ("auc", "log_loss", "mean_prediction", "mean_label")
@@ -55,20 +55,17 @@ _EmbeddingFeature = tf.tpu.experimental.HardwareFeature.EmbeddingFeature
 # Embedding optimizer
 
 
-def embedding_optimizer(config: ml_collections.ConfigDict):
-  """The TPU embedding optimizer from ``config.train``.
+def embedding_optimizer(name: str, learning_rate: float):
+  """The TPU embedding optimizer ``name`` with a constant ``learning_rate``.
 
-  ``train.embedding_optimizer`` in {'adagrad', 'adam', 'sgd'} with learning
-  rate ``train.embedding_learning_rate``. Returns a
-  ``tf.tpu.experimental.embedding`` optimizer (what ``TPUEmbedding`` takes;
-  TFRS rejects the new Keras optimizers). Adagrad starts its accumulator at
-  0.1; Adam is the TPU "lazy" Adam (only rows looked up in a batch move).
+  ``name`` in {'adagrad', 'adam', 'sgd'} (the trainer passes
+  ``train.embedding_optimizer`` and ``train.embedding_learning_rate``).
+  Returns a ``tf.tpu.experimental.embedding`` optimizer (what
+  ``TPUEmbedding`` takes; TFRS rejects the new Keras optimizers). Adagrad
+  starts its accumulator at 0.1; Adam is the TPU "lazy" Adam (only rows
+  looked up in a batch move).
   """
-  name = config.train.embedding_optimizer
-  lr = float(config.train.embedding_learning_rate)
-  if not lr > 0:
-    raise ConfigError(f"config key 'train.embedding_learning_rate' must be > 0, "
-                      f"got {lr!r}")
+  lr = float(learning_rate)
   emb = tf.tpu.experimental.embedding
   if name == "adagrad":
     return emb.Adagrad(learning_rate=lr,
@@ -77,8 +74,8 @@ def embedding_optimizer(config: ml_collections.ConfigDict):
     return emb.Adam(learning_rate=lr)
   if name == "sgd":
     return emb.SGD(learning_rate=lr)
-  raise ConfigError(f"config key 'train.embedding_optimizer' is {name!r}; "
-                    "choose one of adagrad, adam, sgd")
+  raise ValueError(f"embedding optimizer {name!r}: choose one of "
+                   f"{', '.join(choices.EMBEDDING_OPTIMIZERS)}")
 
 
 def keras_embedding_optimizer(tpu_optimizer, learning_rate=None
@@ -128,7 +125,7 @@ def _tables_are_local(layer: tfrs.layers.embedding.TPUEmbedding) -> bool:
   TPU embedding engine (V1/V2) the only trainable variable is a dummy whose
   gradient triggers the on-TPU optimizer.
   """
-  feature = getattr(layer, "_embedding_feature", None)
+  feature = compat.tpu_embedding_feature(layer)
   return feature not in (_EmbeddingFeature.V1, _EmbeddingFeature.V2)
 
 
@@ -163,14 +160,10 @@ class SeededCross(tfrs.layers.feature_interaction.Cross):
 
   def build(self, input_shape):
     super().build(input_shape)
-    if self._projection_dim is None:
-      inner = {"w": self._dense}
-    else:
-      inner = {"u": self._dense_u, "v": self._dense_v}
-    for key, dense in inner.items():
+    for key, dense in compat.cross_dense_layers(self).items():
       dense.kernel_initializer = blocks.glorot_uniform(
           self._init_seed, f"{self._seed_path}/{key}")
-      dense._set_dtype_policy(self.dtype_policy)  # pylint: disable=protected-access
+      compat.set_dtype_policy(dense, self.dtype_policy)
 
   def get_config(self):
     config = super().get_config()
@@ -187,12 +180,8 @@ def _named_embedding(feature_config, optimizer, name: str
   """
   layer = tfrs.layers.embedding.TPUEmbedding(feature_config=feature_config,
                                              optimizer=optimizer)
-  layer._name = name  # pylint: disable=protected-access
+  compat.set_layer_name(layer, name)
   return layer
-
-
-def _direct_sublayers(layer: tf.keras.layers.Layer) -> list:
-  return list(layer._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
 
 
 def tower_feature_config(config: ml_collections.ConfigDict,
@@ -282,7 +271,7 @@ class CTRTower(tf.keras.layers.Layer):
   @property
   def layers(self) -> list:
     """Direct sublayers (lets ``summary(expand_nested=True)`` expand us)."""
-    return _direct_sublayers(self)
+    return compat.direct_sublayers(self)
 
   def call(self, features: Mapping[str, Any],
            looked_up: Mapping[str, tf.Tensor], training: bool = False
@@ -401,10 +390,10 @@ class CTRModel(tfrs.models.Model):
     logits = self.tower_logits(features, training=training)
     mean_logit = logits[0] if len(logits) == 1 else (
         tf.add_n(logits) / float(len(logits)))
-    ensemble_loss = tf.nn.compute_average_loss(
-        self.task(labels, mean_logit, training=training))
+    # Updates the metrics of the (mean) prediction; for one tower, the loss.
+    task_loss = self.task(labels, mean_logit, training=training)
     if len(logits) == 1:
-      return ensemble_loss
+      return tf.nn.compute_average_loss(task_loss)
     return tf.add_n([tf.nn.compute_average_loss(self._tower_loss(labels, l))
                      for l in logits]) / float(len(logits))
 
@@ -449,7 +438,7 @@ class CTRModel(tfrs.models.Model):
       (table_pairs if id(v) in table_ids else dense_pairs).append((g, v))
     if table_pairs and self.embedding_optimizer is None:
       raise ValueError("CTRModel has embedding tables to train but no "
-                       "embedding optimizer; build it with build_model")
+                       "embedding optimizer; pass one to build_model")
     if table_pairs and loss_scaled:
       # An overflowed step is skipped by the dense optimizer; the tables get a
       # zero gradient instead of inf/nan (no-op for SGD and Adagrad).
@@ -482,38 +471,13 @@ def _scale_gradient(g, factor):
 
 def check_model_config(config: ml_collections.ConfigDict,
                        schema: FeatureSchema) -> None:
-  """Raises ConfigError (a ValueError) naming the key of a bad model config."""
+  """Checks ``config`` and the ``model`` keys that must fit ``schema``.
+
+  ``config_lib.validate`` first (every key-level check), then what needs the
+  feature schema. Raises ConfigError (a ValueError) naming the key.
+  """
+  config_lib.validate(config, check_paths=False)
   m = config.model
-  if m.interaction not in INTERACTIONS:
-    raise ConfigError(f"config key 'model.interaction' is {m.interaction!r}; "
-                      f"choose one of {', '.join(INTERACTIONS)}")
-  if m.mixed_precision not in PRECISIONS:
-    raise ConfigError(f"config key 'model.mixed_precision' is "
-                      f"{m.mixed_precision!r}; choose one of "
-                      f"{', '.join(PRECISIONS)}")
-  if m.normalization not in blocks.NORMALIZATIONS:
-    raise ConfigError(f"config key 'model.normalization' is "
-                      f"{m.normalization!r}; choose one of "
-                      f"{', '.join(blocks.NORMALIZATIONS)}")
-  if not 0.0 <= float(m.dropout) < 1.0:
-    raise ConfigError(f"config key 'model.dropout' must be in [0, 1), got "
-                      f"{m.dropout!r}")
-  if int(m.ensemble_size) < 1:
-    raise ConfigError(f"config key 'model.ensemble_size' must be >= 1, got "
-                      f"{m.ensemble_size!r}")
-  for key in ("bottom_mlp", "top_mlp"):
-    widths = list(m[key])
-    if any(not isinstance(w, int) or isinstance(w, bool) or w <= 0
-           for w in widths):
-      raise ConfigError(f"config key 'model.{key}' must list positive integer "
-                        f"widths, got {widths!r}")
-  top = list(m.top_mlp)
-  if not top:
-    raise ConfigError("config key 'model.top_mlp' is empty; it needs at least "
-                      "the final width 1 (the logit)")
-  if top[-1] != 1:
-    raise ConfigError(f"config key 'model.top_mlp' must end with width 1 (the "
-                      f"logit), got {top!r}")
   if schema.num_dense == 0 and not schema.categorical:
     raise ValueError("the feature schema has neither dense nor categorical "
                      "features")
@@ -537,16 +501,6 @@ def check_model_config(config: ml_collections.ConfigDict,
     if num_vectors < 2:
       raise ConfigError("config key 'model.interaction': 'dot' needs at least "
                         "two vectors to interact (dense + categorical)")
-  if m.interaction == "cross":
-    if int(m.cross_num_layers) < 1:
-      raise ConfigError(f"config key 'model.cross_num_layers' must be >= 1, "
-                        f"got {m.cross_num_layers!r}")
-    if m.cross_mode not in CROSS_MODES:
-      raise ConfigError(f"config key 'model.cross_mode' is {m.cross_mode!r}; "
-                        f"choose one of {', '.join(CROSS_MODES)}")
-    if int(m.cross_projection_dim) < 0:
-      raise ConfigError(f"config key 'model.cross_projection_dim' must be >= 0"
-                        f" (0 = full rank), got {m.cross_projection_dim!r}")
 
 
 def _check_activation_specs(config: ml_collections.ConfigDict) -> None:
@@ -575,10 +529,8 @@ def _local_string_variables(next_creator, **kwargs):
   a plain local one (subclass construction skips the creator stack).
   """
   if kwargs.get("dtype") == tf.string:
-    from tensorflow.python.ops import resource_variable_ops  # pylint: disable=g-import-not-at-top
-    return resource_variable_ops.ResourceVariable(
-        initial_value=kwargs["initial_value"], trainable=False,
-        name=kwargs.get("name"), dtype=tf.string)
+    return compat.local_resource_variable(
+        kwargs["initial_value"], name=kwargs.get("name"), dtype=tf.string)
   return next_creator(**kwargs)
 
 
@@ -595,8 +547,9 @@ def create_variables(model: "CTRModel", schema: FeatureSchema) -> None:
     model(zero_model_inputs(schema), training=False)
 
 
-def build_model(config: ml_collections.ConfigDict,
-                schema: FeatureSchema) -> CTRModel:
+def build_model(config: ml_collections.ConfigDict, schema: FeatureSchema,
+                embedding_optimizer=None, embedding_learning_rate=None
+                ) -> CTRModel:
   """Builds the CTR model that ``config.model`` describes for ``schema``.
 
   Tower i's weights (its tables ``tower_<i>_<feature>`` in the model's one
@@ -607,21 +560,32 @@ def build_model(config: ml_collections.ConfigDict,
   TPUStrategy the embedding tables go to the TPU embedding engine). The model
   still needs ``compile(optimizer=...)`` (the dense-layer optimizer).
 
+  Args:
+    config: the experiment config; ``model`` and ``seed`` are read.
+    schema: the feature schema (``data.build_schema``).
+    embedding_optimizer: the tables' optimizer, from ``embedding_optimizer``;
+      None builds a model that predicts, evaluates and exports but cannot
+      train its tables.
+    embedding_learning_rate: the tables' learning rate on CPU/GPU, a float or
+      a schedule (``models.schedules``); default the constant rate of
+      ``embedding_optimizer``.
+
   Raises:
-    ConfigError (ValueError): a bad ``model``/``train`` key, named.
+    ConfigError (ValueError): a bad config key, named.
   """
   check_model_config(config, schema)
   _check_activation_specs(config)
-  tpu_optimizer = embedding_optimizer(config)
   num_towers = int(config.model.ensemble_size)
   embedding = None
   if schema.categorical:
     embedding = _named_embedding(
         {f"tower_{i}": tower_feature_config(config, schema, i)
-         for i in range(num_towers)}, tpu_optimizer, "embedding")
+         for i in range(num_towers)}, embedding_optimizer, "embedding")
   towers = [CTRTower(config, schema, tower_index=i, name=f"tower_{i}")
             for i in range(num_towers)]
-  return CTRModel(embedding, towers,
-                  keras_embedding_optimizer(tpu_optimizer, schedules.learning_rate(
-                      config.train.embedding_learning_rate, config)),
+  keras_optimizer = None
+  if embedding_optimizer is not None:
+    keras_optimizer = keras_embedding_optimizer(embedding_optimizer,
+                                                embedding_learning_rate)
+  return CTRModel(embedding, towers, keras_optimizer,
                   mixed_precision=config.model.mixed_precision)

@@ -33,6 +33,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from recsys_smelu import compat
 from recsys_smelu import native
 
 
@@ -77,13 +78,12 @@ class FusedEmbeddingAdagrad(tf.keras.optimizers.Adagrad):
     grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
     if not self.fused_update_applies(grads_and_vars):
       return super().apply_gradients(grads_and_vars, name=name, **kwargs)
-    self._compute_current_learning_rate()
+    compat.refresh_current_learning_rate(self)
     variables = [v for _, v in grads_and_vars]
     with tf.name_scope(name or self.name):
       with tf.init_scope():
         self.build(variables)
-      accumulators = [self._accumulators[self._index_dict[self._var_key(v)]]
-                      for v in variables]
+      accumulators = [compat.adagrad_accumulator(self, v) for v in variables]
       indices = [g.indices for g, _ in grads_and_vars]
       if len({i.dtype for i in indices}) > 1:  # the op takes one index dtype
         indices = [tf.cast(i, tf.int64) for i in indices]

@@ -2,8 +2,8 @@
 
 lr(s) = base * min(1, (s + 1) / warmup) * decay(s), where decay(s) is 1
 ('none'), 0.5 * (1 + cos(pi * p)) ('cosine') or 1 - p ('linear'), with
-p = clip((s - warmup) / (steps - warmup), 0, 1). Configured by
-``train.warmup_steps``, ``train.decay`` and ``train.steps``.
+p = clip((s - warmup) / (steps - warmup), 0, 1). The trainer passes
+``train.warmup_steps``, ``train.steps`` and ``train.decay`` in.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from typing import Union
 
-import ml_collections
 import tensorflow as tf
+
+from recsys_smelu import choices
 
 
 @tf.keras.utils.register_keras_serializable(package="recsys_smelu")
@@ -21,8 +22,9 @@ class WarmupDecaySchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
 
   def __init__(self, base: float, warmup_steps: int, total_steps: int,
                decay: str):
-    if decay not in ("none", "cosine", "linear"):
-      raise ValueError(f"decay must be none, cosine or linear, got {decay!r}")
+    if decay not in choices.DECAYS:
+      raise ValueError(f"decay must be one of {', '.join(choices.DECAYS)}, "
+                       f"got {decay!r}")
     self.base, self.warmup_steps = float(base), int(warmup_steps)
     self.total_steps, self.decay = int(total_steps), decay
 
@@ -44,10 +46,9 @@ class WarmupDecaySchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
                 total_steps=self.total_steps, decay=self.decay)
 
 
-def learning_rate(base: float, config: ml_collections.ConfigDict
+def learning_rate(base: float, warmup_steps: int, total_steps: int, decay: str
                   ) -> Union[float, WarmupDecaySchedule]:
   """``base`` itself when there is no warm-up and no decay, else the schedule."""
-  t = config.train
-  if t.warmup_steps == 0 and t.decay == "none":
+  if warmup_steps == 0 and decay == "none":
     return float(base)
-  return WarmupDecaySchedule(base, t.warmup_steps, t.steps, t.decay)
+  return WarmupDecaySchedule(base, warmup_steps, total_steps, decay)

@@ -347,7 +347,7 @@ def building_xla_graph() -> bool:
   """Whether ops built now go into an XLA computation (``jit_compile``, TPU),
   where custom ops cannot compile."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorflow.python.ops import control_flow_util  # pylint: disable=g-import-not-at-top
+  from recsys_smelu.compat import control_flow_util  # pylint: disable=g-import-not-at-top
   return control_flow_util.GraphOrParentsInXlaContext(
       tf.compat.v1.get_default_graph())
 
