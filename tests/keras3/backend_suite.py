@@ -289,6 +289,19 @@ def test_gradients_match_finite_differences(case):
 # ---------------------------------------------------------------------------
 
 
+@ops.custom_gradient
+def _saves_an_intermediate(x):
+  """x sigmoid(x) whose backward reads the forward's sigmoid: the checks
+  below must catch this."""
+  s = ops.sigmoid(x)
+
+  def grad(*args, upstream=None):
+    upstream = args[-1] if upstream is None else upstream
+    return upstream * (s + x * s * (1 - s))
+
+  return x * s, grad
+
+
 def test_backward_saves_only_x_and_the_parameters():
   beta = _tensor(np.float32(0.7))
   params5 = {k: _tensor(v, "float32")
@@ -305,6 +318,8 @@ def test_backward_saves_only_x_and_the_parameters():
 
     assert residuals(lambda x: k3.smelu(x, 1.0), x) == [
         "f32[64,8] from the argument x"]
+    assert any("output of logistic" in line
+               for line in residuals(_saves_an_intermediate, x))
     assert residuals(lambda x: k3.smelu(x, 1.0),
                      x.astype("bfloat16")) == [
                          "bf16[64,8] from the argument x"]
@@ -318,36 +333,47 @@ def test_backward_saves_only_x_and_the_parameters():
   elif BACKEND == "tensorflow":
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-    @tf.function
-    def step(x, dy, b):
-      with tf.GradientTape() as tape:
-        tape.watch([x, b])
-        y = k3.smelu(x, b)
-      return tape.gradient(y, [x, b], output_gradients=dy)
+    def forward_tensors_read_by_backward(fn, *specs):
+      """Names of the non-constant nodes that both the forward output and
+      the gradients depend on: what the backward reads from the forward."""
 
-    graph = step.get_concrete_function(
-        tf.TensorSpec([None, 8]), tf.TensorSpec([None, 8]),
-        tf.TensorSpec([])).graph
-    nodes = {n.name: n for n in graph.as_graph_def().node}
+      @tf.function
+      def step(x, dy, *params):
+        with tf.GradientTape() as tape:
+          tape.watch([x, *params])
+          y = fn(x, *params)
+        return tape.gradient(y, [x, *params], output_gradients=dy)
 
-    def ancestors(names):
-      seen, todo = set(), list(names)
-      while todo:
-        name = todo.pop().split(":")[0].lstrip("^")
-        if name not in seen:
-          seen.add(name)
-          todo.extend(nodes[name].input)
-      return seen
+      graph = step.get_concrete_function(
+          tf.TensorSpec([None, 8]), tf.TensorSpec([None, 8]), *specs).graph
+      nodes = {n.name: n for n in graph.as_graph_def().node}
 
-    # The custom-gradient marker (IdentityN) takes the forward output first.
-    marker = [n for n in nodes.values() if n.op == "IdentityN"]
-    assert len(marker) == 1
-    forward = ancestors([marker[0].input[0]])
-    outputs = [t.name for t in graph.outputs]
-    backward = ancestors(outputs) - {marker[0].name}
-    read = {name for name in forward & backward if nodes[name].op != "Const"}
-    assert read == {"x", "b"}, sorted(read)
-    assert "dy" not in forward
+      def ancestors(names):
+        seen, todo = set(), list(names)
+        while todo:
+          name = todo.pop().split(":")[0].lstrip("^")
+          if name not in seen:
+            seen.add(name)
+            todo.extend(nodes[name].input)
+        return seen
+
+      # The custom-gradient marker (IdentityN) takes the forward output first.
+      marker = [n for n in nodes.values() if n.op == "IdentityN"]
+      assert len(marker) == 1
+      forward = ancestors([marker[0].input[0]])
+      assert "dy" not in forward
+      backward = ancestors([t.name for t in graph.outputs]) - {marker[0].name}
+      return {name for name in forward & backward
+              if nodes[name].op != "Const"}
+
+    assert forward_tensors_read_by_backward(
+        lambda x: k3.smelu(x, 1.0)) == {"x"}
+    assert forward_tensors_read_by_backward(_saves_an_intermediate) == {
+        "x", "Sigmoid"}
+    assert forward_tensors_read_by_backward(
+        lambda x, b: k3.smelu(x, b), tf.TensorSpec([])) == {"x", "params_0"}
+    assert forward_tensors_read_by_backward(
+        lambda x: k3.gsmelu(x, 0.1, 1.2, 0.8, 1.5, -0.1)) == {"x"}
   elif BACKEND == "torch":
     import torch  # pylint: disable=g-import-not-at-top
     saved = []
@@ -358,6 +384,19 @@ def test_backward_saves_only_x_and_the_parameters():
       y = k3.smelu(x, beta)
     # keras's autograd function saves its inputs: x and beta, nothing else.
     assert [t.data_ptr() for t in saved] == [x.data_ptr(), beta.data_ptr()]
+
+    def closure_tensors(y):
+      """Tensors the gradient function's closure holds (besides saved)."""
+      cells = y.grad_fn.grad_fn.__closure__ or ()
+      found = []
+      for cell in cells:
+        value = cell.cell_contents
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        found += [t for t in items if isinstance(t, torch.Tensor)]
+      return {t.data_ptr() for t in found}
+
+    assert closure_tensors(y) <= {x.data_ptr(), beta.data_ptr()}
+    assert not closure_tensors(_saves_an_intermediate(x)) <= {x.data_ptr()}
     y.backward(_tensor(DY))
   else:
     pytest.skip(f"no residual check for backend {BACKEND}")
