@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
+import importlib.machinery
 import io
 import os
 import subprocess
@@ -19,13 +20,21 @@ import sys
 _BLOCKED = ("tensorflow", "tf_keras", "tensorflow_recommenders")
 
 
-class _BlockTensorFlow(importlib.abc.MetaPathFinder):
+class _BlockTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+  """Finds the blocked modules (so probes such as torch's find_spec see a
+  spec without origin) and fails when one is actually imported."""
 
   def find_spec(self, fullname, path=None, target=None):
     if fullname.split(".")[0] in _BLOCKED:
-      raise ImportError(f"{fullname} is blocked in this test process "
-                        "(RECSYS_SMELU_BLOCK_TENSORFLOW=1)")
+      return importlib.machinery.ModuleSpec(fullname, self)
     return None
+
+  def create_module(self, spec):
+    raise ImportError(f"{spec.name} is blocked in this test process "
+                      "(RECSYS_SMELU_BLOCK_TENSORFLOW=1)")
+
+  def exec_module(self, module):
+    raise ImportError(f"{module.__name__} is blocked")
 
 
 if os.environ.get("RECSYS_SMELU_BLOCK_TENSORFLOW") == "1":

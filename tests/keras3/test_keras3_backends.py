@@ -101,8 +101,10 @@ def test_golden_arrays_are_written_by_the_tf_side(golden_path):
 
 
 def _run_suite(backend: str, golden_path: str, extra_env: dict | None = None):
+  python_path = os.pathsep.join(
+      p for p in (REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p)
   env = {"KERAS_BACKEND": backend, "RECSYS_SMELU_GOLDEN": golden_path,
-         "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",
+         "PYTHONPATH": python_path, "TF_CPP_MIN_LOG_LEVEL": "2",
          "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
   env.update(extra_env or {})
   # The parent process runs Keras 2 behind tf.keras; the child must not
