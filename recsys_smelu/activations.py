@@ -577,7 +577,9 @@ _BUILDERS: dict[str, Callable[..., tf.keras.layers.Layer]] = {
     "leaky_relu": lambda alpha: tf.keras.layers.LeakyReLU(alpha=alpha),
     "linear": _keras_activation("linear"),
 }
-assert set(_BUILDERS) == set(activation_specs.SPECS)
+if set(_BUILDERS) != set(activation_specs.SPECS):
+  raise ImportError("recsys_smelu.activations: every activation spec needs a "
+                    "tf.keras builder")
 
 
 ActivationLike = Union[str, tf.keras.layers.Layer, Callable[[tf.Tensor],

@@ -35,8 +35,7 @@ tensor parameters) and uses those.
 Dtypes: float32 and float64 compute in their own dtype. float16 and bfloat16
 inputs are computed in float32 inside the op (parameters too) and the result
 is rounded once to the input dtype, so they equal the float32 result cast
-down; compiled backends (XLA, torch.compile) fuse the casts into the same
-elementwise loop. Only ``where``, ``clip``, ``maximum``/``minimum`` and
+down; under XLA the casts fuse into the same elementwise loop. Only ``where``, ``clip``, ``maximum``/``minimum`` and
 arithmetic are used, so everything compiles under ``jax.jit`` and
 ``tf.function(jit_compile=True)``.
 
