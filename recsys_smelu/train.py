@@ -200,14 +200,6 @@ def total_steps(config: ml_collections.ConfigDict) -> int:
   return steps
 
 
-def has_validation(config: ml_collections.ConfigDict) -> bool:
-  """Whether ``config.data`` names validation data (``data.has_validation``)."""
-  check = getattr(data_lib, "has_validation", None)
-  if check is not None:
-    return bool(check(config))
-  return bool(config.data.get("validation_files", ""))
-
-
 def check_validation(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError when ``train.eval_every`` or
   ``train.early_stopping_patience`` is set without validation data. Run
@@ -215,7 +207,7 @@ def check_validation(config: ml_collections.ConfigDict) -> None:
   t = config.train
   key = ("train.early_stopping_patience" if t.early_stopping_patience
          else "train.eval_every" if t.eval_every else None)
-  if key and not has_validation(config):
+  if key and not data_lib.has_validation(config):
     raise config_lib.ConfigError(
         f"config key {key!r} needs validation data, and the config has none: "
         "set data.validation_files, or data.validation_fraction (with "
@@ -615,7 +607,8 @@ class TrainResult:
 def _absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Local data paths made absolute, so config.json works from any directory."""
   changes = {}
-  for key in ("train_files", "eval_files", "movielens_dir", "eval_truth"):
+  for key in ("train_files", "eval_files", "movielens_dir", "eval_truth",
+              "validation_files"):
     value = config.data[key]
     if value and "://" not in value:
       changes[f"data.{key}"] = ",".join(
