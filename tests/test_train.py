@@ -668,3 +668,54 @@ def test_bad_length_and_validation_keys_fail_before_building(
     with pytest.raises(config_lib.ConfigError, match=match):
       train_lib.train(config, str(tmp_path / "run"), interactive=False)
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_with_early_stopping_then_resume_matches_uninterrupted(
+    synthetic_dir, tmp_path):
+  """Killed mid-run (SIGKILL, wherever it lands around the checkpoint of
+  step 60), resumed: the same validation.json, best step, stop step,
+  predictions and best checkpoint as an uninterrupted run. At this learning
+  rate validation log loss is lowest at step 40 and training stops at 100."""
+  config = _validation_config(
+      synthetic_dir, determinism=True, train__steps=600,
+      train__checkpoint_every=20, train__eval_every=20, train__log_every=20,
+      train__early_stopping_patience=3, train__learning_rate=0.01)
+  config_file = write_config_file(str(tmp_path / "config.py"), config)
+  killed_dir = tmp_path / "killed"
+  args = [sys.executable, "-m", "recsys_smelu.train", f"--config={config_file}",
+          f"--model_dir={killed_dir}"]
+  proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not glob.glob(f"{killed_dir}/checkpoints/ckpt-60.index"):
+    assert proc.poll() is None, "training ended before it could be killed"
+    assert time.time() < deadline, "no checkpoint appeared"
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed_dir / "eval_metrics.json").exists(), "killed too late"
+  result = train_cli(config_file, str(killed_dir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  whole_dir = tmp_path / "whole"
+  result = train_cli(config_file, str(whole_dir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  whole = json.loads((whole_dir / "eval_metrics.json").read_text())
+  assert whole["stopped_early"] and whole["step"] < whole["last_step"] < 600
+  for name in ("validation.json", "eval_metrics.json"):
+    assert json.loads((killed_dir / name).read_text()) == json.loads(
+        (whole_dir / name).read_text()), name
+  killed_predictions = np.load(killed_dir / "predictions.npz")
+  whole_predictions = np.load(whole_dir / "predictions.npz")
+  assert np.array_equal(killed_predictions["probabilities"],
+                        whole_predictions["probabilities"])
+
+  def best_arrays(model_dir):
+    path = tf.train.latest_checkpoint(str(model_dir / "best"))
+    assert path.endswith(f"ckpt-{whole['step']}")
+    reader = tf.train.load_checkpoint(path)
+    return {name: reader.get_tensor(name)
+            for name in reader.get_variable_to_shape_map()
+            if "OBJECT_GRAPH" not in name}
+
+  assert_identical(best_arrays(killed_dir), best_arrays(whole_dir))
