@@ -21,6 +21,20 @@ reshuffle, deterministic interleave), so on restart from a checkpoint at step
 again but never trained on). The step lives in the optimizer's ``iterations``,
 which is checkpointed with the model and the optimizer slots.
 
+Length: ``train.steps``, or ``train.epochs`` resolved to
+``ceil(epochs * train rows / batch_size)`` steps before the model is built
+(``total_steps``; the learning-rate schedules span it; eval_metrics.json
+records it as ``train_steps``). ``train.stop_at_step`` stops earlier under
+the same schedule.
+
+Validation and early stopping: every ``train.eval_every`` steps (at a
+checkpoint) the validation split is scored (``validation.json``,
+TensorBoard ``validation/*``); the best checkpoint by validation log loss is
+kept in ``best/``. With ``train.early_stopping_patience`` training stops
+after that many evaluations without a lower log loss, and the best
+checkpoint is the one evaluated and exported. The state survives a kill:
+see ``_Validation``.
+
 Optimizers: embedding tables and dense layers get separate optimizers
 (``train.embedding_optimizer`` / ``train.optimizer``). The trainer compiles the
 model with the dense one; the model owns the embedding one (on CPU/GPU its
