@@ -228,6 +228,16 @@ def check_validation(config: ml_collections.ConfigDict) -> None:
         "data.validation_split)")
 
 
+def check_data_splits(config: ml_collections.ConfigDict) -> None:
+  """``data.check_splits`` (row ranges inside their files, no empty split)
+  when the config selects rows, has validation data or counts epochs; a
+  plain run's files are not counted (a Criteo day is large). Run before any
+  model is built."""
+  d, t = config.data, config.train
+  if d.train_rows or d.eval_rows or t.epochs or data_lib.has_validation(config):
+    data_lib.check_splits(config)
+
+
 def validation_dataset(config: ml_collections.ConfigDict) -> tf.data.Dataset:
   """The validation split in a fixed order, never shuffled, last batch kept."""
   return data_lib.build_dataset(config, "validation",
@@ -682,6 +692,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
   config = _absolute_paths(config_lib.validate(config))
   if mode in ("eval", "train_and_eval"):
     check_eval_truth(config)
+  check_data_splits(config)
   check_validation(config)
   total = total_steps(config)
   if config.train.epochs:

@@ -659,6 +659,7 @@ def test_resume_completes_validation_state_cut_by_a_kill(synthetic_dir,
      r"'train.early_stopping_patience' needs validation data"),
     ({"data__validation_files": ""},
      r"'train.eval_every' needs validation data"),
+    ({"data__train_rows": "0:99999"}, r"data.train_rows"),
 ])
 def test_bad_length_and_validation_keys_fail_before_building(
     synthetic_dir, tmp_path, changes, match):
