@@ -55,6 +55,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.group_feature = _UNSET
   c.data.shuffle_buffer = 10_000  # 0 disables shuffling
   c.data.cycle_length = 8  # files read in parallel
+  # Validation data (training length, early stopping; never the eval split),
+  # read like eval (in order, never shuffled): validation_files, file
+  # pattern(s) as for train_files.
+  c.data.validation_files = _UNSET
 
   c.model = ml_collections.ConfigDict()
   c.model.interaction = "dot"  # 'dot' (DLRM) | 'cross' (DCN-v2) | 'concat'
@@ -274,9 +278,11 @@ def _check_data_paths(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config key 'data.movielens_dir' is {d.movielens_dir!r}"
                         ", which is not a directory")
     return
-  for key in ("train_files", "eval_files"):
+  for key in ("train_files", "eval_files", "validation_files"):
     pattern = d[key]
     if not pattern:
+      if key == "validation_files":
+        continue
       raise ConfigError(f"config key 'data.{key}' is empty; give a file pattern")
     for part in pattern.split(","):
       if not tf.io.gfile.glob(part.strip()):

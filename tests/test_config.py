@@ -113,3 +113,14 @@ def test_json_round_trip(tmp_path):
   assert loaded.to_dict() == c.to_dict()
   assert json.loads((tmp_path / "config.json").read_text())["model"][
       "activation"] == "smelu:beta=0.5"
+
+
+def test_validation_files_must_match(tmp_path):
+  train = tmp_path / "train.tsv"
+  train.write_text("")
+  c = config_lib.override(config_lib.default_config(), {
+      "data.train_files": str(train), "data.eval_files": str(train),
+      "data.validation_files": str(tmp_path / "val-*.tsv")})
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"'data.validation_files'.*val-\*.tsv"):
+    config_lib.validate(c)

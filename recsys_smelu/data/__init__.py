@@ -13,7 +13,10 @@ through this package:
 
 * ``build_schema(config)`` -> ``FeatureSchema`` (the model builds its tables
   from it);
-* ``build_dataset(config, split, batch_size, ...)`` -> ``tf.data.Dataset``;
+* ``build_dataset(config, split, batch_size, ...)`` -> ``tf.data.Dataset``
+  of the split 'train', 'validation' or 'eval'; ``count_rows(config, split)``
+  its row count; ``has_validation(config)`` whether there is a validation
+  split;
 * ``raw_to_model_inputs(raw, schema)`` / ``tf_example_feature_spec(schema)``:
   the one raw -> model transformation, shared with the serving signature;
 * ``BadRowCounter``: rows skipped under ``data.on_bad_row='skip'``.
@@ -63,7 +66,7 @@ from recsys_smelu.data.features import SPARSE_KEY
 from recsys_smelu.data.features import tf_example_feature_spec
 from recsys_smelu.data.movielens import MovieLensFormatError
 
-SPLITS = ("train", "eval")
+SPLITS = ("train", "validation", "eval")
 
 
 def build_schema(config: ml_collections.ConfigDict) -> FeatureSchema:
@@ -93,7 +96,8 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
                   repeat: bool = False, shuffle: Optional[bool] = None,
                   input_context: Optional[tf.distribute.InputContext] = None,
                   bad_rows: Optional[BadRowCounter] = None) -> tf.data.Dataset:
-  """The ``split`` ('train' | 'eval') of ``config.data`` as batches.
+  """The ``split`` ('train' | 'validation' | 'eval') of ``config.data`` as
+  batches.
 
   * ``batch_size`` is the *global* batch size; with ``input_context`` each
     input pipeline batches ``input_context.get_per_replica_batch_size(
@@ -107,6 +111,9 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
   * eval: data.eval_files read one after another in ``expand_patterns`` order
     (patterns in order, each sorted) and line order, never shuffled, last
     batch kept, so every example is scored once in file order.
+  * validation: read like eval (never shuffled, in order, last batch kept)
+    from data.validation_files; ``has_validation(config)`` says whether the
+    config has a validation split (else this raises ``DataError``).
   * Bad rows: data.on_bad_row 'error' raises ``tf.errors.InvalidArgumentError``
     naming ``file:line`` when the bad row is reached while iterating
     (``bad_row_error(e)`` turns it into a ``BadRowError``, a ValueError, with
@@ -119,7 +126,9 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
   if shuffle is None:
     shuffle = training and data.shuffle_buffer > 0
   if shuffle and not training:
-    raise ValueError("the eval split is never shuffled (shuffle=True)")
+    raise ValueError(f"the {split} split is never shuffled (shuffle=True)")
+  if split == "validation" and not has_validation(config):
+    raise DataError(_NO_VALIDATION)
   num_shards, shard_index = 1, 0
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(batch_size)
@@ -131,7 +140,7 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
         data.movielens_dir, split, batch_size, schema=schema, shuffle=shuffle,
         shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
         num_shards=num_shards, shard_index=shard_index)
-  pattern = data.train_files if training else data.eval_files
+  pattern = _split_files(data, split)
   if not pattern:
     raise NoMatchingFilesError(f"config key 'data.{split}_files' is empty; "
                                "give a file pattern")
@@ -143,16 +152,35 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
       bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index)
 
 
+_NO_VALIDATION = ("the config has no validation split: set "
+                  "data.validation_files")
+
+
+def has_validation(config: ml_collections.ConfigDict) -> bool:
+  """Whether ``config.data`` defines a validation split."""
+  return bool(config.data.validation_files)
+
+
+def _split_files(data: ml_collections.ConfigDict, split: str) -> str:
+  """The file pattern(s) ``split`` reads."""
+  return {"train": data.train_files, "validation": data.validation_files,
+          "eval": data.eval_files}[split]
+
+
 def count_rows(config: ml_collections.ConfigDict, split: str) -> int:
-  """Rows of the ``split`` ('train' | 'eval') of ``config.data`` as the
-  files hold them: TSV lines, TFRecord records, packed rows (bad rows
-  included; they are found only while reading), MovieLens ratings."""
+  """Rows of the ``split`` ('train' | 'validation' | 'eval') of
+  ``config.data`` as the files hold them: TSV lines, TFRecord records, packed
+  rows (bad rows included; they are found only while reading), MovieLens
+  ratings. Reads no model and builds none, so the trainer can size epochs
+  first."""
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  if split == "validation" and not has_validation(config):
+    raise DataError(_NO_VALIDATION)
   data = config.data
   if data.format == "movielens":
     return len(getattr(movielens.load(data.movielens_dir), split)["label"])
-  pattern = data.train_files if split == "train" else data.eval_files
+  pattern = _split_files(data, split)
   return readers.count_rows(expand_patterns(pattern), data.format,
                             packed.packed_width(build_schema(config)))
 
@@ -162,7 +190,7 @@ __all__ = [
     "DENSE_KEY", "bad_row_error",
     "DataError", "FeatureSchema", "MovieLensFormatError",
     "NoMatchingFilesError", "SPARSE_KEY", "build_dataset", "build_schema",
-    "count_rows",
+    "count_rows", "has_validation",
     "criteo_schema", "expand_patterns", "feature_schema", "raw_to_model_inputs",
     "tf_example_feature_spec",
 ]
