@@ -83,8 +83,8 @@ class Selection:
 
 
 def select(config: ml_collections.ConfigDict, validation_dataset,
-           l2_grid: Sequence[float] = L2_GRID,
-           learning_rates: Sequence[float] = LEARNING_RATES,
+           l2_grid: Optional[Sequence[float]] = None,
+           learning_rates: Optional[Sequence[float]] = None,
            work_dir: Optional[str] = None) -> Selection:
   """Chooses λ and the learning rate of logistic regression on validation.
 
@@ -95,9 +95,13 @@ def select(config: ml_collections.ConfigDict, validation_dataset,
   a rerun resumes them), scores ``validation_dataset`` (batches of
   ``(features, label)`` in the model's input format, e.g. the data
   pipeline's validation split) and keeps the lowest log loss (the first of
-  equals).
+  equals). ``l2_grid`` and ``learning_rates`` default to ``L2_GRID`` and
+  ``LEARNING_RATES``.
   """
   from recsys_smelu import train as train_lib  # pylint: disable=g-import-not-at-top
+  l2_grid = L2_GRID if l2_grid is None else tuple(l2_grid)
+  learning_rates = (LEARNING_RATES if learning_rates is None
+                    else tuple(learning_rates))
   if not l2_grid or not learning_rates:
     raise ValueError("logreg.select needs at least one L2 value and one "
                      "learning rate")
