@@ -268,26 +268,6 @@ def variants_from_flags(variants_text: str, variant_texts: Sequence[str],
   return variants
 
 
-def model_seeds(config: ml_collections.ConfigDict, index: int,
-                vary: Sequence[str]) -> dict[str, int]:
-  """Seeds of model ``index``: the config's, plus ``index`` where varied."""
-  seeds = {"init": config.seed.init, "data_order": config.seed.data,
-           "dropout": config.seed.dropout}
-  for what in vary:
-    if what != "none":
-      seeds[what] += 1000 * index
-  return seeds
-
-
-def run_config(base: ml_collections.ConfigDict, variant: Variant, index: int,
-               vary: Sequence[str]) -> ml_collections.ConfigDict:
-  seeds = model_seeds(base, index, vary)
-  changes = dict(variant.changes)
-  changes.update({_SEED_KEYS[k]: v for k, v in seeds.items()})
-  changes["train.export"] = True
-  return config_lib.override(base, changes)
-
-
 def select_on_validation(config: ml_collections.ConfigDict, variant: Variant,
                          output_dir: str, mode: str = "all") -> Variant:
   """``variant`` with the hyperparameters it chooses on validation data.
@@ -328,6 +308,26 @@ def select_on_validation(config: ml_collections.ConfigDict, variant: Variant,
                "validation_logloss": selection.validation_logloss,
                "grid": selection.grid}, f, indent=2)
   return Variant(variant.name, variant.spec, selection.changes)
+
+
+def model_seeds(config: ml_collections.ConfigDict, index: int,
+                vary: Sequence[str]) -> dict[str, int]:
+  """Seeds of model ``index``: the config's, plus ``index`` where varied."""
+  seeds = {"init": config.seed.init, "data_order": config.seed.data,
+           "dropout": config.seed.dropout}
+  for what in vary:
+    if what != "none":
+      seeds[what] += 1000 * index
+  return seeds
+
+
+def run_config(base: ml_collections.ConfigDict, variant: Variant, index: int,
+               vary: Sequence[str]) -> ml_collections.ConfigDict:
+  seeds = model_seeds(base, index, vary)
+  changes = dict(variant.changes)
+  changes.update({_SEED_KEYS[k]: v for k, v in seeds.items()})
+  changes["train.export"] = True
+  return config_lib.override(base, changes)
 
 
 # ----------------------------------------------------------------------------
