@@ -402,4 +402,3 @@ def test_command_line(trained, tmp_path):
   assert bad.returncode != 0
   assert "error:" in bad.stderr and "config.json" in bad.stderr
   assert "Traceback" not in bad.stderr
-
