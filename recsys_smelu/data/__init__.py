@@ -27,7 +27,8 @@ values (``'tfrecord'``) or packed parsed rows (``'packed'``, written by
 ``features`` (the schema and the raw -> model transformation), ``pipeline``
 (errors, bad-row counting, file patterns, shuffling, finishing),
 ``readers`` (files -> numbered chunks), ``packed`` (the packed row layout and
-its schema file), ``criteo`` (parsing and the Criteo dataset), ``movielens``;
+its schema file), ``criteo`` (parsing and the Criteo dataset), ``movielens``,
+``splits`` (row ranges and the validation split: which lines a split reads);
 ``convert`` and ``synthetic`` are command-line tools.
 
 MovieLens (``data.format='movielens'``): 7 categorical features with
@@ -50,6 +51,7 @@ from recsys_smelu.data import criteo
 from recsys_smelu.data import movielens
 from recsys_smelu.data import packed
 from recsys_smelu.data import readers
+from recsys_smelu.data import splits
 from recsys_smelu.data.pipeline import BAD_ROW_REASONS
 from recsys_smelu.data.pipeline import bad_row_error
 from recsys_smelu.data.pipeline import BadRowCounter
@@ -66,7 +68,9 @@ from recsys_smelu.data.features import SPARSE_KEY
 from recsys_smelu.data.features import tf_example_feature_spec
 from recsys_smelu.data.movielens import MovieLensFormatError
 
-SPLITS = ("train", "validation", "eval")
+from recsys_smelu.config import ConfigError
+
+SPLITS = splits.SPLITS
 
 
 def build_schema(config: ml_collections.ConfigDict) -> FeatureSchema:
@@ -111,9 +115,16 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
   * eval: data.eval_files read one after another in ``expand_patterns`` order
     (patterns in order, each sorted) and line order, never shuffled, last
     batch kept, so every example is scored once in file order.
-  * validation: read like eval (never shuffled, in order, last batch kept)
-    from data.validation_files; ``has_validation(config)`` says whether the
-    config has a validation split (else this raises ``DataError``).
+  * validation: read like eval (never shuffled, in order, last batch kept):
+    data.validation_files, or the rows data.validation_fraction splits off
+    the training rows ('tail' | 'hash'), or for MovieLens each user's last
+    data.validation_ratings_per_user training ratings
+    (``recsys_smelu.data.splits``); ``has_validation(config)`` says whether
+    there is one (else this raises ``DataError``).
+  * Row ranges data.train_rows / data.eval_rows select rows of the split's
+    files concatenated in pattern order; a bound outside them raises
+    ``ConfigError`` naming the key. The train split never holds validation
+    rows. ``check_splits(config)`` checks every split before training.
   * Bad rows: data.on_bad_row 'error' raises ``tf.errors.InvalidArgumentError``
     naming ``file:line`` when the bad row is reached while iterating
     (``bad_row_error(e)`` turns it into a ``BadRowError``, a ValueError, with
@@ -128,7 +139,7 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
   if shuffle and not training:
     raise ValueError(f"the {split} split is never shuffled (shuffle=True)")
   if split == "validation" and not has_validation(config):
-    raise DataError(_NO_VALIDATION)
+    raise DataError(splits.NO_VALIDATION)
   num_shards, shard_index = 1, 0
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(batch_size)
@@ -139,50 +150,58 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
     return movielens.make_dataset(
         data.movielens_dir, split, batch_size, schema=schema, shuffle=shuffle,
         shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
-        num_shards=num_shards, shard_index=shard_index)
-  pattern = _split_files(data, split)
-  if not pattern:
-    raise NoMatchingFilesError(f"config key 'data.{split}_files' is empty; "
-                               "give a file pattern")
+        num_shards=num_shards, shard_index=shard_index,
+        validation_per_user=data.validation_ratings_per_user)
+  rows = splits.split_rows(config, split, _row_counter(config))
   return criteo.make_dataset(
-      expand_patterns(pattern), schema, batch_size,
+      rows.files, schema, batch_size,
       file_format=data.format, training=training, shuffle=shuffle,
       shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
       cycle_length=data.cycle_length, on_bad_row=data.on_bad_row,
-      bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index)
-
-
-_NO_VALIDATION = ("the config has no validation split: set "
-                  "data.validation_files")
+      bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index,
+      selector=rows.selector)
 
 
 def has_validation(config: ml_collections.ConfigDict) -> bool:
-  """Whether ``config.data`` defines a validation split."""
-  return bool(config.data.validation_files)
-
-
-def _split_files(data: ml_collections.ConfigDict, split: str) -> str:
-  """The file pattern(s) ``split`` reads."""
-  return {"train": data.train_files, "validation": data.validation_files,
-          "eval": data.eval_files}[split]
+  """Whether ``config.data`` defines a validation split:
+  data.validation_files or data.validation_fraction, or for MovieLens
+  data.validation_ratings_per_user (``recsys_smelu.data.splits``)."""
+  return splits.has_validation(config)
 
 
 def count_rows(config: ml_collections.ConfigDict, split: str) -> int:
   """Rows of the ``split`` ('train' | 'validation' | 'eval') of
-  ``config.data`` as the files hold them: TSV lines, TFRecord records, packed
-  rows (bad rows included; they are found only while reading), MovieLens
-  ratings. Reads no model and builds none, so the trainer can size epochs
-  first."""
-  if split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-  if split == "validation" and not has_validation(config):
-    raise DataError(_NO_VALIDATION)
-  data = config.data
-  if data.format == "movielens":
-    return len(getattr(movielens.load(data.movielens_dir), split)["label"])
-  pattern = _split_files(data, split)
-  return readers.count_rows(expand_patterns(pattern), data.format,
-                            packed.packed_width(build_schema(config)))
+  ``config.data``, after row ranges and the validation split
+  (``recsys_smelu.data.splits``), as the files hold them: TSV lines,
+  TFRecord records, packed rows (bad rows included; they are found only
+  while reading), MovieLens ratings. Builds no model, so the trainer can size
+  epochs first."""
+  return splits.count_rows(config, split, _row_counter(config),
+                           _count_all(config))
+
+
+def check_splits(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """Row counts of every split (``{'train', 'validation' when there is one,
+  'eval'}``), checked: raises ``ConfigError`` naming the key for a row range
+  outside its files, eval rows overlapping the train rows, or an empty
+  split. The trainer calls it before building the model."""
+  return splits.check_splits(config, _row_counter(config), _count_all(config))
+
+
+def _packed_width(config: ml_collections.ConfigDict) -> int:
+  if config.data.format != "packed":
+    return 0
+  return packed.packed_width(build_schema(config))
+
+
+def _row_counter(config: ml_collections.ConfigDict) -> splits.RowCounter:
+  return splits.file_format_counter(config.data.format, _packed_width(config))
+
+
+def _count_all(config: ml_collections.ConfigDict):
+  """Counts a split that reads all of its files in one pass, as before."""
+  fmt, width = config.data.format, _packed_width(config)
+  return lambda files: readers.count_rows(files, fmt, width)
 
 
 __all__ = [
@@ -190,7 +209,7 @@ __all__ = [
     "DENSE_KEY", "bad_row_error",
     "DataError", "FeatureSchema", "MovieLensFormatError",
     "NoMatchingFilesError", "SPARSE_KEY", "build_dataset", "build_schema",
-    "count_rows", "has_validation",
+    "ConfigError", "check_splits", "count_rows", "has_validation",
     "criteo_schema", "expand_patterns", "feature_schema", "raw_to_model_inputs",
     "tf_example_feature_spec",
 ]
