@@ -8,8 +8,8 @@ accuracy?" in one command::
 
 A *variant* is a config change: an activation spec (``smelu:beta=0.5``), an
 ensemble (``ensemble:n=2``), the built-in ``logreg`` (logistic regression on
-the same features, its L2 and learning rate chosen on
-``data.validation_files`` by ``recsys_smelu.logreg.select`` once, before its
+the same features, its L2 and learning rate chosen on the validation split
+(``data.validation_*``) by ``recsys_smelu.logreg.select`` once, before its
 models train; ``linear`` stays the identity activation), or a named set of
 dotted-key changes listed by the config file's optional ``get_variants()``;
 ``--variant='NAME:section.key=value;section.key=value'`` (repeatable) names
@@ -273,7 +273,7 @@ def select_on_validation(config: ml_collections.ConfigDict, variant: Variant,
   """``variant`` with the hyperparameters it chooses on validation data.
 
   Only the built-in ``logreg`` chooses any: its L2 and learning rate, by
-  ``logreg.select`` on the validation split (``data.validation_files``) with
+  ``logreg.select`` on the validation split (``data.validation_*``) with
   model 0's seeds, so all its models train at one point. The choice is made
   once per output directory: ``OUT/runs/logreg/selection.json`` keeps it
   (and the grid's validation log losses) for reruns and ``--mode=report``;
@@ -295,7 +295,9 @@ def select_on_validation(config: ml_collections.ConfigDict, variant: Variant,
   if not data_lib.has_validation(base):
     raise config_lib.ConfigError(
         f"variant {variant.spec!r} chooses its L2 and learning rate on "
-        "validation data: set config key 'data.validation_files'")
+        "validation data: set config key 'data.validation_files' or "
+        "'data.validation_fraction' (MovieLens: "
+        "'data.validation_ratings_per_user')")
   selection = logreg_lib.select(base, data_lib.build_dataset(
       base, "validation", base.train.eval_batch_size))
   logging.info("%s: l2=%g, learning rate %g (validation log loss %.5f)",
