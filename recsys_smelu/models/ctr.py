@@ -229,16 +229,14 @@ def tower_feature_config(config: ml_collections.ConfigDict,
   return feature_config
 
 
-def tower_wide_feature_config(
-    config: ml_collections.ConfigDict, schema: FeatureSchema, tower_index: int
-) -> dict[str, tf.tpu.experimental.embedding.FeatureConfig]:
+def tower_wide_feature_config(schema: FeatureSchema, tower_index: int
+                              ) -> dict[str, tf.tpu.experimental.embedding.FeatureConfig]:
   """Tower ``tower_index``'s wide tables: one ``num_buckets x 1`` per feature.
 
   Table ``tower_<i>_wide_<feature>``, zero-initialized (a linear model's
   usual start; it makes the wide part deterministic). Looked up through the
   same TPUEmbedding layer as the deep tables.
   """
-  del config  # zeros need no seed
   feature_config = {}
   for feature in schema.categorical:
     name = f"tower_{tower_index}_wide_{feature.name}"
@@ -744,8 +742,7 @@ def build_model(config: ml_collections.ConfigDict, schema: FeatureSchema,
       if m.deep:
         feature_config[f"tower_{i}"] = tower_feature_config(config, schema, i)
       if m.wide:
-        feature_config[f"tower_{i}_wide"] = tower_wide_feature_config(
-            config, schema, i)
+        feature_config[f"tower_{i}_wide"] = tower_wide_feature_config(schema, i)
     embedding = _named_embedding(feature_config, embedding_optimizer,
                                  "embedding")
   towers = [CTRTower(config, schema, tower_index=i, name=f"tower_{i}")
