@@ -8,6 +8,7 @@ trainer) import the same list, so a value is added in one place only.
 # data
 DATA_FORMATS = ("tsv", "tfrecord", "packed", "movielens")
 ON_BAD_ROW = ("error", "skip")
+VALIDATION_SPLITS = ("tail", "hash")
 
 # model
 INTERACTIONS = ("dot", "cross", "concat")
@@ -24,6 +25,7 @@ DECAYS = ("none", "cosine", "linear")
 BY_KEY = {
     "data.format": DATA_FORMATS,
     "data.on_bad_row": ON_BAD_ROW,
+    "data.validation_split": VALIDATION_SPLITS,
     "model.interaction": INTERACTIONS,
     "model.cross_mode": CROSS_MODES,
     "model.normalization": NORMALIZATIONS,
