@@ -50,7 +50,10 @@ def get_config(activation: str = "relu"):
       "model.activation": activation or "relu",
       "train.batch_size": 128,
       "train.eval_batch_size": 1000,
-      "train.steps": 150,  # ~2.7 epochs of the 7,200 training rows
+      # ~2.7 epochs of the 7,200 training rows. Chosen on the validation
+      # rows (7200:8000), one model each: log loss 0.4846 at 60 steps, 0.4729
+      # at 150, 0.4919 at 300 (over-fitting).
+      "train.steps": 150,
       "train.learning_rate": 1e-3,
       "train.embedding_learning_rate": 0.05,
       "train.checkpoint_every": 50,
