@@ -92,6 +92,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.0
   c.model.ensemble_size = 1  # >1: average logits of N independently seeded towers
   c.model.mixed_precision = "float32"  # 'float32'|'mixed_bfloat16'|'mixed_float16'
+  # Regularization and the wide (linear) part. embedding_l2: lambda times the
+  # sum of ||e||^2 over the embedding rows looked up in a batch (a row once per
+  # occurrence), averaged over the global batch like the loss. dense_l2:
+  # lambda * ||W||^2 of every dense kernel (not biases or norm parameters).
+  c.model.embedding_l2 = 0.0
+  c.model.dense_l2 = 0.0
+  c.model.wide = False  # add a linear term over hashed + dense features to each tower's logit
+  c.model.deep = True  # false (with wide=true): logistic regression, the wide part alone
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 256
@@ -344,6 +352,14 @@ def _check_model_keys(m: ml_collections.ConfigDict) -> None:
   if top[-1] != 1:
     raise ConfigError(f"config key 'model.top_mlp' must end with width 1 (the "
                       f"logit), got {top!r}")
+  for key in ("embedding_l2", "dense_l2"):
+    if not m[key] >= 0.0:
+      raise ConfigError(f"config key 'model.{key}' must be >= 0, got "
+                        f"{m[key]!r}")
+  if not m.deep and not m.wide:
+    raise ConfigError("config key 'model.deep' is false and 'model.wide' is "
+                      "false: the model would have no logit; set "
+                      "model.wide=true for logistic regression")
   if m.interaction == "cross":
     if m.cross_num_layers < 1:
       raise ConfigError(f"config key 'model.cross_num_layers' must be >= 1, "

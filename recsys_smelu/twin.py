@@ -7,11 +7,14 @@ accuracy?" in one command::
       --variants=relu,smelu:beta=1,gelu --num_models=3 --vary=init,data_order
 
 A *variant* is a config change: an activation spec (``smelu:beta=0.5``), an
-ensemble (``ensemble:n=2``), or a named set of dotted-key changes listed by the
-config file's optional ``get_variants()``; ``--variant='NAME:section.key=value;
-section.key=value'`` (repeatable) names one more that sets any config keys.
-Each variant trains ``num_models``
-models that differ only in the seeds ``--vary`` names (``init``, ``data_order``,
+ensemble (``ensemble:n=2``), the built-in ``logreg`` (logistic regression on
+the same features, its L2 and learning rate chosen on the validation split
+(``data.validation_*``) by ``recsys_smelu.logreg.select`` once, before its
+models train; ``linear`` stays the identity activation), or a named set of
+dotted-key changes listed by the config file's optional ``get_variants()``;
+``--variant='NAME:section.key=value;section.key=value'`` (repeatable) names
+one more that sets any config keys. Each variant trains ``num_models`` models
+that differ only in the seeds ``--vary`` names (``init``, ``data_order``,
 ``dropout``; ``none`` = all equal, and then, with determinism on, the PD must be
 exactly 0). Model ``i`` of every variant uses the same seeds, so variants are
 compared on equal footing.
@@ -69,6 +72,7 @@ import numpy as np
 
 from recsys_smelu import activations as activations_lib
 from recsys_smelu import config as config_lib
+from recsys_smelu import logreg as logreg_lib
 from recsys_smelu import metrics as metrics_lib
 from recsys_smelu import native
 from recsys_smelu import platform_info
@@ -78,6 +82,9 @@ VARY_CHOICES = ("init", "data_order", "dropout", "none")
 _SEED_KEYS = {"init": "seed.init", "data_order": "seed.data",
               "dropout": "seed.dropout"}
 DONE_FILE = "run_done.json"
+# The built-in logistic-regression variant and where its choice is kept.
+LOGREG_VARIANT = "logreg"
+SELECTION_FILE = "selection.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +128,8 @@ def parse_variant(spec: str, named: Optional[dict[str, dict]] = None) -> Variant
   """
   if named and spec in named:
     return Variant(spec, spec, dict(named[spec]))
+  if spec == LOGREG_VARIANT:  # L2 and rate: select_on_validation
+    return Variant(spec, spec, dict(logreg_lib.MODEL_CHANGES))
   if spec == "ensemble" or spec.startswith("ensemble:"):
     params = dict(p.split("=", 1) for p in spec.partition(":")[2].split(",")
                   if p)
@@ -265,6 +274,50 @@ def variants_from_flags(variants_text: str, variant_texts: Sequence[str],
     raise ValueError(f"variant name(s) {', '.join(map(repr, twice))} given "
                      "twice; their runs would share a directory")
   return variants
+
+
+def select_on_validation(config: ml_collections.ConfigDict, variant: Variant,
+                         output_dir: str, mode: str = "all") -> Variant:
+  """``variant`` with the hyperparameters it chooses on validation data.
+
+  Only the built-in ``logreg`` chooses any: its L2 and learning rate, by
+  ``logreg.select`` on the validation split (``data.validation_*``) with
+  model 0's seeds, so all its models train at one point. The choice is made
+  once per output directory: ``OUT/runs/logreg/selection.json`` keeps it
+  (and the grid's validation log losses) for reruns and ``--mode=report``;
+  a changed config chooses again. Other variants come back unchanged.
+  """
+  if variant.spec != LOGREG_VARIANT:
+    return variant
+  base = config_lib.override(config, variant.changes)
+  path = os.path.join(output_dir, "runs", variant.name, SELECTION_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved["config"] == base.to_dict():
+      return Variant(variant.name, variant.spec, saved["changes"])
+  if mode == "report":
+    raise ValueError(f"variant {variant.spec!r}: no {path} for this config; "
+                     "train first (--mode=train or all)")
+  from recsys_smelu import data as data_lib  # pylint: disable=g-import-not-at-top
+  if not data_lib.has_validation(base):
+    raise config_lib.ConfigError(
+        f"variant {variant.spec!r} chooses its L2 and learning rate on "
+        "validation data: set config key 'data.validation_files' or "
+        "'data.validation_fraction' (MovieLens: "
+        "'data.validation_ratings_per_user')")
+  selection = logreg_lib.select(base, data_lib.build_dataset(
+      base, "validation", base.train.eval_batch_size))
+  logging.info("%s: l2=%g, learning rate %g (validation log loss %.5f)",
+               variant.name, selection.l2, selection.learning_rate,
+               selection.validation_logloss)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump({"config": base.to_dict(), "changes": selection.changes,
+               "l2": selection.l2, "learning_rate": selection.learning_rate,
+               "validation_logloss": selection.validation_logloss,
+               "grid": selection.grid}, f, indent=2)
+  return Variant(variant.name, variant.spec, selection.changes)
 
 
 def model_seeds(config: ml_collections.ConfigDict, index: int,
@@ -689,6 +742,8 @@ def _evaluate_in(config, output_dir, variants, num_models, vary, parallel,
     raise ValueError("num_models must be >= 2: PD needs a pair")
   config = config_lib.validate(config)
   output_dir = os.path.abspath(output_dir)
+  variants = [select_on_validation(config, v, output_dir, mode)
+              for v in variants]
   runs = []
   for variant in variants:
     for i in range(num_models):
