@@ -413,7 +413,8 @@ class TrainResult:
 def _absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Local data paths made absolute, so config.json works from any directory."""
   changes = {}
-  for key in ("train_files", "eval_files", "movielens_dir", "eval_truth"):
+  for key in ("train_files", "eval_files", "movielens_dir", "eval_truth",
+              "schema_file"):
     value = config.data[key]
     if value and "://" not in value:
       changes[f"data.{key}"] = ",".join(
@@ -432,6 +433,31 @@ def _worker_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
   resolver = strategy.cluster_resolver
   return tempfile.mkdtemp(
       prefix=f"recsys_smelu_{resolver.task_type}_{resolver.task_id}_")
+
+
+def prepare_tabular_schema(config: ml_collections.ConfigDict, run_dir: str
+                           ) -> ml_collections.ConfigDict:
+  """For the tabular formats, the run's ``run_dir/schema.json`` (roles,
+  vocabularies, statistics) and ``config`` with ``data.schema_file`` on it.
+
+  A run that has one (resume, ``--mode=eval``) reuses it after checking the
+  config's roles still match (DataError naming the key otherwise); a new run
+  takes ``data.schema_file`` when set, else builds the schema from
+  ``data.train_files`` only, and writes it. Every later step (datasets,
+  export, twins) reads the schema from that file. Other formats: ``config``
+  unchanged.
+  """
+  if not data_lib.is_tabular(config.data):
+    return config
+  path = os.path.join(run_dir, data_lib.tabular.SCHEMA_FILE)
+  if tf.io.gfile.exists(path):
+    config = config_lib.override(config, {"data.schema_file": path})
+    data_lib.tabular_schema(config)  # checks the roles
+    return config
+  schema = data_lib.tabular_schema(config)
+  data_lib.tabular.save_schema(schema, path)
+  logging.info("Wrote %s", path)
+  return config_lib.override(config, {"data.schema_file": path})
 
 
 def build(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy
@@ -471,6 +497,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
   configure_determinism(config)
   work_dir = _worker_dir(model_dir, strategy)
   tf.io.gfile.makedirs(work_dir)
+  config = prepare_tabular_schema(config, work_dir)
   if _is_chief(strategy):
     config_lib.save(config, model_dir)
 

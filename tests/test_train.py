@@ -461,3 +461,53 @@ def test_eval_truth_of_other_eval_files_is_a_config_error_before_building(
                              r"values.*--config.data.eval_truth=''"):
       train_lib.train(config, str(tmp_path / "run"), interactive=False)
   assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------
+# Tabular files (data.format='csv'): schema.json written, reused on resume.
+
+
+def _avazu_config(tmp_path, **extra):
+  from conftest import TINY  # pylint: disable=g-import-not-at-top
+  from tabular_samples import avazu_config_changes  # pylint: disable=g-import-not-at-top
+  from tabular_samples import write_avazu  # pylint: disable=g-import-not-at-top
+  train = write_avazu(str(tmp_path / "data" / "train.csv"), 1200, 0)
+  evaluation = write_avazu(str(tmp_path / "data" / "eval.csv"), 300, 1)
+  changes = dict(TINY)
+  changes.update(avazu_config_changes(train, evaluation))
+  changes.update({"data.vocabulary_columns": "site_category",
+                  "data.vocab_min_count": 2})
+  changes.update(extra)
+  return config_lib.override(config_lib.default_config(), changes)
+
+
+def test_csv_training_writes_schema_json_and_resume_reuses_it(tmp_path):
+  from recsys_smelu import data as data_lib  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "run")
+  config = _avazu_config(tmp_path, **{"train.steps": 10})
+  first = train_lib.train(config, model_dir, interactive=False)
+  schema_path = os.path.join(model_dir, "schema.json")
+  with open(schema_path) as f:
+    written = json.load(f)
+  assert written["label_column"] == "click"
+  assert written["ignore_columns"] == ["id"]
+  assert [c["name"] for c in written["categorical"]][:2] == ["hour", "C1"]
+  vocabulary = {c["name"]: c["vocabulary"] for c in written["categorical"]}
+  assert sorted(vocabulary["site_category"]) == [f"cat{i}" for i in range(6)]
+  assert config_lib.load(model_dir).data.schema_file == schema_path
+  assert first.eval_metrics["num_examples"] == 300
+  assert 0.0 < first.eval_metrics["logloss"] < 1.0
+
+  # Resume: the training file changes, the run keeps its schema (statistics
+  # and vocabularies of the files it was built from).
+  from tabular_samples import write_avazu  # pylint: disable=g-import-not-at-top
+  write_avazu(config.data.train_files, 1200, 5)
+  second = train_lib.train(config_lib.override(config, {"train.steps": 20}),
+                           model_dir, interactive=False)
+  assert second.step == 20
+  with open(schema_path) as f:
+    assert json.load(f) == written
+  # Changed roles against the run's schema: an error naming the key.
+  with pytest.raises(data_lib.DataError, match="'data.num_buckets' is 55"):
+    train_lib.train(config_lib.override(config, {"data.num_buckets": 55}),
+                    model_dir, mode="eval", interactive=False)

@@ -43,10 +43,12 @@ tf_keras2.import_tensorflow_quietly()  # tf.data only; tf.keras untouched
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from recsys_smelu import choices
 from recsys_smelu.data import criteo
 from recsys_smelu.data import movielens
 from recsys_smelu.data import packed
 from recsys_smelu.data import readers
+from recsys_smelu.data import tabular
 from recsys_smelu.data.pipeline import BAD_ROW_REASONS
 from recsys_smelu.data.pipeline import bad_row_error
 from recsys_smelu.data.pipeline import BadRowCounter
@@ -73,9 +75,102 @@ def build_schema(config: ml_collections.ConfigDict) -> FeatureSchema:
 
   tsv/tfrecord/packed: ``criteo_schema(data.num_buckets, model.embedding_dim,
   data.num_dense, data.num_categorical)``; movielens: vocabularies read from
-  ``data.movielens_dir`` (``data.num_*`` are ignored).
+  ``data.movielens_dir`` (``data.num_*`` are ignored); the tabular formats
+  (and any format with ``data.schema_file``, e.g. packed files converted
+  from csv): ``tabular_schema(config).features``, the named columns with
+  their dense transform and statistics.
   """
+  if is_tabular(config.data) or config.data.schema_file:
+    return tabular_schema(config).features
   return feature_schema(config.data, config.model.embedding_dim)
+
+
+def is_tabular(data: ml_collections.ConfigDict) -> bool:
+  """Whether ``data`` (``config.data``) is read by named column roles:
+  formats 'csv' and 'parquet', and 'tsv' with ``data.header``."""
+  return choices.is_tabular(data.format, data.header)
+
+
+def tabular_spec(config: ml_collections.ConfigDict) -> tabular.TabularSpec:
+  """The ``TabularSpec`` of ``config.data``'s role keys (DataError naming
+  the key for a bad entry)."""
+  d = config.data
+  return tabular.TabularSpec.from_strings(
+      label_column=d.label_column, dense_columns=d.dense_columns,
+      categorical_columns=d.categorical_columns,
+      ignore_columns=d.ignore_columns,
+      num_buckets_per_column=d.num_buckets_per_column,
+      vocabulary_files=d.vocabulary_files,
+      vocabulary_columns=d.vocabulary_columns, file_format=d.format,
+      delimiter=d.delimiter, header=True, num_buckets=d.num_buckets,
+      vocab_min_count=d.vocab_min_count, dense_transform=d.dense_transform,
+      embedding_dim=config.model.embedding_dim)
+
+
+_SCHEMA_CACHE: dict = {}
+
+
+def _file_state(paths) -> tuple:
+  """(path, size, mtime) of each file: a cache key that changes with them."""
+  state = []
+  for path in paths:
+    stat = tf.io.gfile.stat(path)
+    state.append((path, stat.length, stat.mtime_nsec))
+  return tuple(state)
+
+
+def tabular_schema(config: ml_collections.ConfigDict) -> tabular.TabularSchema:
+  """The ``TabularSchema`` of ``config``: loaded from ``data.schema_file``
+  (the run's ``schema.json``) when set, else built from ``data.train_files``
+  (``tabular.build_schema``: vocabularies and statistics from the training
+  files only). With role keys set, a schema file whose roles differ from
+  them is an error naming the first key that differs. Cached per file
+  state, so the one pass over the training files runs once per process."""
+  d = config.data
+  if d.schema_file:
+    key = ("file", _file_state([d.schema_file]))
+    if key not in _SCHEMA_CACHE:
+      _SCHEMA_CACHE[key] = tabular.load_schema(d.schema_file)
+    schema = _SCHEMA_CACHE[key]
+    if is_tabular(d):
+      check_schema_roles(schema, tabular_spec(config), d.schema_file)
+    return schema
+  spec = tabular_spec(config)
+  if not d.train_files:
+    raise NoMatchingFilesError("config key 'data.train_files' is empty; the "
+                               "tabular schema is built from the training "
+                               "files")
+  files = expand_patterns(d.train_files)
+  key = ("build", spec, d.on_bad_row, _file_state(files))
+  if key not in _SCHEMA_CACHE:
+    _SCHEMA_CACHE[key] = tabular.build_schema(files, spec,
+                                              on_bad_row=d.on_bad_row)
+  return _SCHEMA_CACHE[key]
+
+
+def check_schema_roles(schema: tabular.TabularSchema,
+                       spec: tabular.TabularSpec, source: str) -> None:
+  """Raises DataError naming the first config key where ``spec`` (the
+  config's roles) differs from ``schema.spec`` (read from ``source``)."""
+  keys = {"label_column": "data.label_column",
+          "dense_columns": "data.dense_columns",
+          "categorical_columns": "data.categorical_columns",
+          "ignore_columns": "data.ignore_columns",
+          "file_format": "data.format", "delimiter": "data.delimiter",
+          "num_buckets": "data.num_buckets",
+          "num_buckets_per_column": "data.num_buckets_per_column",
+          "vocabulary_files": "data.vocabulary_files",
+          "vocabulary_columns": "data.vocabulary_columns",
+          "vocab_min_count": "data.vocab_min_count",
+          "dense_transform": "data.dense_transform",
+          "embedding_dim": "model.embedding_dim"}
+  for field, key in keys.items():
+    have, want = getattr(schema.spec, field), getattr(spec, field)
+    if have != want:
+      raise DataError(
+          f"{source}: config key {key!r} is {want!r} but the run's schema "
+          f"was built with {have!r}; use the run's config (or a new "
+          "model_dir)")
 
 
 def feature_schema(data: ml_collections.ConfigDict,
@@ -135,12 +230,27 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
   if not pattern:
     raise NoMatchingFilesError(f"config key 'data.{split}_files' is empty; "
                                "give a file pattern")
+  if is_tabular(data):
+    return _tabular_reader(data.format).make_dataset(
+        expand_patterns(pattern), tabular_schema(config), batch_size,
+        training=training, shuffle=shuffle,
+        shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
+        cycle_length=data.cycle_length, on_bad_row=data.on_bad_row,
+        bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index)
   return criteo.make_dataset(
       expand_patterns(pattern), schema, batch_size,
       file_format=data.format, training=training, shuffle=shuffle,
       shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
       cycle_length=data.cycle_length, on_bad_row=data.on_bad_row,
       bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index)
+
+
+def _tabular_reader(file_format: str):
+  """The module reading a tabular format: ``parquet`` or ``tabular``."""
+  if file_format == "parquet":
+    from recsys_smelu.data import parquet  # pylint: disable=g-import-not-at-top
+    return parquet
+  return tabular
 
 
 def count_rows(config: ml_collections.ConfigDict, split: str) -> int:
@@ -153,6 +263,9 @@ def count_rows(config: ml_collections.ConfigDict, split: str) -> int:
   if data.format == "movielens":
     return len(getattr(movielens.load(data.movielens_dir), split)["label"])
   pattern = data.train_files if split == "train" else data.eval_files
+  if is_tabular(data):
+    return _tabular_reader(data.format).count_rows(
+        expand_patterns(pattern), tabular_spec(config))
   return readers.count_rows(expand_patterns(pattern), data.format,
                             packed.packed_width(build_schema(config)))
 
@@ -163,6 +276,7 @@ __all__ = [
     "DataError", "FeatureSchema", "MovieLensFormatError",
     "NoMatchingFilesError", "SPARSE_KEY", "build_dataset", "build_schema",
     "count_rows",
-    "criteo_schema", "expand_patterns", "feature_schema", "raw_to_model_inputs",
+    "criteo_schema", "expand_patterns", "feature_schema", "is_tabular",
+    "raw_to_model_inputs", "tabular_schema", "tabular_spec",
     "tf_example_feature_spec",
 ]

@@ -62,7 +62,7 @@ from recsys_smelu.data.pipeline import DataError
 
 FILE_FORMATS = ("csv", "tsv")
 DEFAULT_DELIMITERS = {"csv": ",", "tsv": "\t"}
-DENSE_TRANSFORMS = ("log1p_clip0", "none", "standardize")
+DENSE_TRANSFORMS = features_lib.DENSE_TRANSFORMS
 # Column names the schema guess takes for the label (lower case).
 LABEL_NAMES = ("click", "clicked", "label", "target", "y")
 # Column names the schema guess puts in ignore_columns (lower case).
@@ -441,26 +441,10 @@ class TabularSchema:
 
 def transform_dense(values, schema: TabularSchema):
   """Model dense inputs float32 [n, k] from raw values float32 [n, k] (NaN =
-  missing), by ``schema.spec.dense_transform``:
-
-  * ``log1p_clip0``: ``log(1 + max(x, 0))``, missing -> 0
-    (``features.dense_transform``);
-  * ``none``: ``x``, missing -> 0;
-  * ``standardize``: ``(x - mean) / std`` per column (computed in float64),
-    missing -> 0.
-  """
-  values = tf.convert_to_tensor(values, tf.float32)
-  transform = schema.spec.dense_transform
-  if transform == "log1p_clip0":
-    return features_lib.dense_transform(values)
-  missing = tf.math.is_nan(values)
-  if transform == "none":
-    return tf.where(missing, tf.zeros_like(values), values)
-  mean = tf.constant(schema.dense_mean, tf.float64)
-  std = tf.constant(schema.dense_std, tf.float64)
-  standardized = tf.cast((tf.cast(values, tf.float64) - mean) / std,
-                         tf.float32)
-  return tf.where(missing, tf.zeros_like(standardized), standardized)
+  missing), by ``schema.spec.dense_transform`` with its statistics
+  (``features.transform_dense_values``: the serving graph's transform)."""
+  return features_lib.transform_dense_values(
+      tf.convert_to_tensor(values, tf.float32), schema.features)
 
 
 def model_inputs(raw: Mapping[str, object], schema: TabularSchema) -> dict:
@@ -569,13 +553,12 @@ def schema_from_json(description: Mapping, source: str = "schema") -> TabularSch
       raise DataError(f"{source}: 'categorical' does not list the "
                       "categorical columns")
     with_stats = spec.dense_transform == "standardize"
+    dense_mean = tuple(float(d["mean"]) for d in dense) if with_stats else ()
+    dense_std = tuple(float(d["std"]) for d in dense) if with_stats else ()
     return TabularSchema(
         spec=spec, columns=tuple(description["columns"]),
-        features=features_lib.FeatureSchema(
-            dense=spec.dense_columns, categorical=categorical,
-            label=spec.label_column),
-        dense_mean=tuple(float(d["mean"]) for d in dense) if with_stats else (),
-        dense_std=tuple(float(d["std"]) for d in dense) if with_stats else ())
+        features=feature_schema_of(spec, categorical, dense_mean, dense_std),
+        dense_mean=dense_mean, dense_std=dense_std)
   except (KeyError, TypeError, AttributeError) as e:
     raise DataError(f"{source}: malformed schema ({type(e).__name__}: {e})"
                     ) from None
@@ -627,6 +610,19 @@ def read_vocabulary_file(path: str, column: str) -> tuple[str, ...]:
   return tuple(values)
 
 
+def feature_schema_of(spec: TabularSpec,
+                      categorical: tuple[features_lib.CategoricalFeature, ...],
+                      dense_mean=(), dense_std=()) -> features_lib.FeatureSchema:
+  """The model's ``FeatureSchema``: the spec's dense columns with its dense
+  transform and statistics, ``categorical``, the label."""
+  standardize = spec.dense_transform == "standardize"
+  return features_lib.FeatureSchema(
+      dense=spec.dense_columns, categorical=tuple(categorical),
+      label=spec.label_column, dense_transform=spec.dense_transform,
+      dense_mean=tuple(dense_mean) if standardize else (),
+      dense_std=tuple(dense_std) if standardize else ())
+
+
 def _schema(spec: TabularSpec, columns, vocabularies: Mapping[str, tuple],
             dense_mean=(), dense_std=()) -> TabularSchema:
   categorical = []
@@ -638,9 +634,8 @@ def _schema(spec: TabularSpec, columns, vocabularies: Mapping[str, tuple],
         name, buckets, spec.embedding_dim, vocabulary))
   return TabularSchema(
       spec=spec, columns=tuple(columns),
-      features=features_lib.FeatureSchema(
-          dense=spec.dense_columns, categorical=tuple(categorical),
-          label=spec.label_column),
+      features=feature_schema_of(spec, tuple(categorical), dense_mean,
+                                 dense_std),
       dense_mean=tuple(dense_mean), dense_std=tuple(dense_std))
 
 
