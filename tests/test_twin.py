@@ -429,3 +429,36 @@ def test_prune_keeps_the_evaluated_checkpoint_and_newest_export(tmp_path):
   (run_dir / "export" / "20").mkdir()
   assert twin.prune_run_dir(str(run_dir)) == []
   assert (run_dir / "export" / "20").exists()
+
+
+@pytest.mark.slow
+def test_twins_on_avazu_shaped_csv_files(tmp_path):
+  """The twin evaluator on csv files by column roles: each run writes and
+  keeps its schema.json and a SavedModel serving the named columns."""
+  from conftest import TINY  # pylint: disable=g-import-not-at-top
+  from tabular_samples import avazu_config_changes  # pylint: disable=g-import-not-at-top
+  from tabular_samples import CATEGORICAL  # pylint: disable=g-import-not-at-top
+  from tabular_samples import write_avazu  # pylint: disable=g-import-not-at-top
+  train = write_avazu(str(tmp_path / "train.csv"), 1000, 0)
+  evaluation = write_avazu(str(tmp_path / "eval.csv"), 200, 1)
+  changes = dict(TINY)
+  changes.update(avazu_config_changes(train, evaluation))
+  changes["train.steps"] = 10
+  config = config_lib.override(config_lib.default_config(), changes)
+  out = tmp_path / "out"
+  results, failures = twin.evaluate_variants(
+      config, str(out), [twin.parse_variant("relu")], num_models=2,
+      vary=["init"])
+  assert not failures, failures
+  variant = results["variants"][0]
+  assert variant["pd"]["relative"] > 0.0 and variant["pd"]["num_pairs"] == 1
+  for model in variant["models"]:
+    run_dir = out / model["run_dir"]
+    schema = json.loads((run_dir / "schema.json").read_text())
+    assert schema["categorical_columns"] == list(CATEGORICAL)
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    loaded = tf.saved_model.load(str(out / model["saved_model"]))
+    specs = loaded.signatures["serving_default"].structured_input_signature[1]
+    assert set(specs) == set(CATEGORICAL)
+    predictions = np.load(out / model["predictions"])["probabilities"]
+    assert predictions.shape == (200,)
