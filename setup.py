@@ -36,7 +36,10 @@ setuptools.setup(
         "tensorboard>=2.21,<2.22",  # tf.summary needs it; TF 2.21 no longer pulls it in
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+        # data.format='parquet' (recsys_smelu.data.parquet).
+        "parquet": ["pyarrow>=14,<27"],
+        # pyarrow too, so CI runs the Parquet tests (they skip without it).
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "pyarrow>=14,<27"],
     },
     entry_points={"console_scripts": [
         "recsys-smelu-train = recsys_smelu.train:run",

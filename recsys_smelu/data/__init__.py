@@ -143,8 +143,8 @@ def tabular_schema(config: ml_collections.ConfigDict) -> tabular.TabularSchema:
   files = expand_patterns(d.train_files)
   key = ("build", spec, d.on_bad_row, _file_state(files))
   if key not in _SCHEMA_CACHE:
-    _SCHEMA_CACHE[key] = tabular.build_schema(files, spec,
-                                              on_bad_row=d.on_bad_row)
+    _SCHEMA_CACHE[key] = _tabular_reader(d.format).build_schema(
+        files, spec, on_bad_row=d.on_bad_row)
   return _SCHEMA_CACHE[key]
 
 
