@@ -545,6 +545,39 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
                          os.path.join(model_dir, CHECKPOINT_SUBDIR)))
 
 
+DATAFRAMES_SUBDIR = "dataframes"
+
+
+def train_dataframes(config: ml_collections.ConfigDict, model_dir: str,
+                     train_df, eval_df=None, validation_df=None,
+                     strategy: Optional[tf.distribute.Strategy] = None,
+                     mode: str = "train_and_eval",
+                     interactive: Optional[bool] = None) -> TrainResult:
+  """``train`` on pandas DataFrames, by the config's column roles.
+
+  ``data.label_column`` / ``dense_columns`` / ``categorical_columns`` /
+  ``ignore_columns`` name the DataFrame columns (every column needs one
+  role). The DataFrames are written once to ``model_dir/dataframes/*.csv``
+  (``data.dataframes.write_dataframes``), so the run is the csv run of
+  their rows: the schema (vocabularies, statistics) from ``train_df`` only,
+  ``model_dir/schema.json``, any strategy, export. Resuming checks each
+  DataFrame is the one the run was started with (row count and content
+  hash; DataError otherwise). ``eval_df`` is required for the eval modes
+  unless ``data.eval_files`` names csv files of the same columns.
+  """
+  from recsys_smelu.data import dataframes  # pylint: disable=g-import-not-at-top
+  if mode in ("eval", "train_and_eval") and eval_df is None and (
+      not config.data.eval_files):
+    raise ValueError(f"mode={mode!r} needs eval_df (or data.eval_files)")
+  frames = {"train": train_df, "eval": eval_df}
+  if validation_df is not None:
+    frames["validation"] = validation_df
+  config = dataframes.write_dataframes(
+      config, os.path.join(model_dir, DATAFRAMES_SUBDIR), frames)
+  return train(config, model_dir, strategy=strategy, mode=mode,
+               interactive=interactive)
+
+
 @contextlib.contextmanager
 def _bad_row_as_data_error():
   """Turns the tf.data error of a bad row (``data.on_bad_row='error'``)

@@ -511,3 +511,89 @@ def test_csv_training_writes_schema_json_and_resume_reuses_it(tmp_path):
   with pytest.raises(data_lib.DataError, match="'data.num_buckets' is 55"):
     train_lib.train(config_lib.override(config, {"data.num_buckets": 55}),
                     model_dir, mode="eval", interactive=False)
+
+
+# ----------------------------------------------------------------------------
+# pandas DataFrames (train.train_dataframes).
+
+
+def test_dataframe_training_equals_the_csv_run_and_resume_checks_the_frame(
+    tmp_path):
+  """With determinism, a DataFrame trains bit-identically to the csv of its
+  rows; resuming with another DataFrame is an error naming the split."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from recsys_smelu import data as data_lib  # pylint: disable=g-import-not-at-top
+  config = _avazu_config(tmp_path, **{"train.steps": 10, "determinism": True,
+                                      "data.vocabulary_columns": ""})
+  csv_run = train_lib.train(config, str(tmp_path / "csv"), interactive=False)
+  train_df = pd.read_csv(config.data.train_files)
+  eval_df = pd.read_csv(config.data.eval_files)
+  assert train_df["hour"].dtype == np.int64  # typed as pandas reads it
+  model_dir = str(tmp_path / "frames")
+  frame_run = train_lib.train_dataframes(config, model_dir, train_df,
+                                         eval_df, interactive=False)
+  with np.load(str(tmp_path / "csv" / "predictions.npz")) as a, np.load(
+      os.path.join(model_dir, "predictions.npz")) as b:
+    np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
+  assert frame_run.eval_metrics["auc"] == csv_run.eval_metrics["auc"]
+  with open(os.path.join(model_dir, "schema.json")) as f:
+    assert json.load(f)["columns"] == list(train_df.columns)
+  saved = config_lib.load(model_dir)
+  assert saved.data.format == "csv"
+  assert saved.data.train_files == os.path.join(model_dir, "dataframes",
+                                                "train.csv")
+
+  more = config_lib.override(config, {"train.steps": 20})
+  resumed = train_lib.train_dataframes(more, model_dir, train_df, eval_df,
+                                       interactive=False)
+  assert resumed.step == 20
+  changed = train_df.copy()
+  changed.loc[3, "site_id"] = "other"
+  with pytest.raises(data_lib.DataError,
+                     match="train_df is not the DataFrame this run was "
+                     "started with .*same 1200 rows but other content"):
+    train_lib.train_dataframes(more, model_dir, changed, eval_df,
+                               interactive=False)
+  with pytest.raises(data_lib.DataError, match="1199 rows, the run was "
+                     "started with 1200"):
+    train_lib.train_dataframes(more, model_dir, train_df.iloc[1:], eval_df,
+                               interactive=False)
+
+
+def test_dataframe_column_without_a_role_and_bad_labels_are_errors(tmp_path):
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from recsys_smelu import data as data_lib  # pylint: disable=g-import-not-at-top
+  config = _avazu_config(tmp_path)
+  train_df = pd.read_csv(config.data.train_files)
+  with pytest.raises(data_lib.DataError,
+                     match="train_df: header column 'extra' is in no role"):
+    train_lib.train_dataframes(config, str(tmp_path / "a"),
+                               train_df.assign(extra=1), train_df)
+  with pytest.raises(data_lib.DataError, match="train_df: label column "
+                     "'click' is 2.0 at row 0, expected 0 or 1"):
+    train_lib.train_dataframes(
+        config, str(tmp_path / "b"),
+        train_df.assign(click=train_df["click"].astype(float) + 2), train_df)
+
+
+@pytest.mark.slow
+def test_dataframes_train_under_mirrored_strategy(tmp_path):
+  config = _avazu_config(tmp_path)
+  code = f"""
+import recsys_smelu, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import pandas as pd
+from recsys_smelu import config as config_lib, train
+config = config_lib.from_json({config_lib.to_json(config)!r})
+strategy = train.make_strategy("mirrored")
+result = train.train_dataframes(
+    config, {str(tmp_path / 'run')!r}, pd.read_csv(config.data.train_files),
+    pd.read_csv(config.data.eval_files), strategy=strategy)
+print("REPLICAS", strategy.num_replicas_in_sync, "STEP", result.step,
+      "N", result.eval_metrics["num_examples"])
+"""
+  result = run_python(["-c", code])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "REPLICAS 2 STEP 20 N 300" in result.stdout
