@@ -435,26 +435,29 @@ def _worker_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
       prefix=f"recsys_smelu_{resolver.task_type}_{resolver.task_id}_")
 
 
-def prepare_tabular_schema(config: ml_collections.ConfigDict, run_dir: str
+def prepare_tabular_schema(config: ml_collections.ConfigDict, model_dir: str,
+                           write_dir: Optional[str] = None
                            ) -> ml_collections.ConfigDict:
-  """For the tabular formats, the run's ``run_dir/schema.json`` (roles,
+  """For the tabular formats, the run's ``schema.json`` (roles,
   vocabularies, statistics) and ``config`` with ``data.schema_file`` on it.
 
-  A run that has one (resume, ``--mode=eval``) reuses it after checking the
-  config's roles still match (DataError naming the key otherwise); a new run
-  takes ``data.schema_file`` when set, else builds the schema from
-  ``data.train_files`` only, and writes it. Every later step (datasets,
-  export, twins) reads the schema from that file. Other formats: ``config``
-  unchanged.
+  A run that has ``model_dir/schema.json`` (resume, ``--mode=eval``) reuses
+  it after checking the config's roles still match (DataError naming the
+  key otherwise); a new run takes ``data.schema_file`` when set, else
+  builds the schema from ``data.train_files`` only, and writes it to
+  ``write_dir/schema.json`` (default ``model_dir``; a non-chief worker's
+  scratch directory). Every later step (datasets, export, twins) reads the
+  schema from that file. Other formats: ``config`` unchanged.
   """
   if not data_lib.is_tabular(config.data):
     return config
-  path = os.path.join(run_dir, data_lib.tabular.SCHEMA_FILE)
+  path = os.path.join(model_dir, data_lib.tabular.SCHEMA_FILE)
   if tf.io.gfile.exists(path):
     config = config_lib.override(config, {"data.schema_file": path})
     data_lib.tabular_schema(config)  # checks the roles
     return config
   schema = data_lib.tabular_schema(config)
+  path = os.path.join(write_dir or model_dir, data_lib.tabular.SCHEMA_FILE)
   data_lib.tabular.save_schema(schema, path)
   logging.info("Wrote %s", path)
   return config_lib.override(config, {"data.schema_file": path})
@@ -497,7 +500,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
   configure_determinism(config)
   work_dir = _worker_dir(model_dir, strategy)
   tf.io.gfile.makedirs(work_dir)
-  config = prepare_tabular_schema(config, work_dir)
+  config = prepare_tabular_schema(config, model_dir, work_dir)
   if _is_chief(strategy):
     config_lib.save(config, model_dir)
 

@@ -47,6 +47,7 @@ import gzip
 import io
 import json
 import math
+import os
 import re
 import shlex
 from typing import Iterable, Mapping, Optional, Sequence
@@ -573,8 +574,11 @@ def save_schema(schema: TabularSchema, path: str) -> str:
   ``path/schema.json``); returns the file written."""
   if tf.io.gfile.isdir(path):
     path = path.rstrip("/") + "/" + SCHEMA_FILE
-  with tf.io.gfile.GFile(path, "w") as f:
+  # Written beside and renamed, so a reader never sees half a schema.
+  staging = f"{path}.tmp-{os.getpid()}"
+  with tf.io.gfile.GFile(staging, "w") as f:
     json.dump(schema_to_json(schema), f, indent=1)
+  tf.io.gfile.rename(staging, path, overwrite=True)
   return path
 
 

@@ -130,3 +130,32 @@ def test_schema_file_roles_must_match_the_config(tmp_path):
   with pytest.raises(DataError, match="'data.num_buckets' is 77 but the "
                      "run's schema was built with 100"):
     data_lib.build_schema(changed)
+
+
+def test_the_avazu_example_config_reads_an_avazu_shaped_file(tmp_path):
+  """configs/avazu_example.py on a generated file with Avazu's 24 columns."""
+  import os  # pylint: disable=g-import-not-at-top
+  from conftest import REPO_ROOT  # pylint: disable=g-import-not-at-top
+  module = config_lib.load_config_module(
+      os.path.join(REPO_ROOT, "configs", "avazu_example.py"))
+  rng = np.random.default_rng(0)
+  header = ["id", "click", *module.CATEGORICAL]
+  lines = [",".join(header)]
+  for i in range(40):
+    values = [str(10**19 + i), str(int(rng.random() < 0.2)),
+              str(14102100 + i % 24)]
+    values += [f"{int(rng.integers(0, 2**32)):08x}"
+               for _ in module.CATEGORICAL[1:]]
+    lines.append(",".join(values))
+  path = tmp_path / "avazu.csv"
+  path.write_text("\n".join(lines) + "\n")
+  config = config_lib.override(module.get_config(), {
+      "data.train_files": str(path), "data.eval_files": str(path)})
+  config_lib.validate(config)
+  schema = data_lib.build_schema(config)
+  assert schema.dense == () and len(schema.categorical) == 22
+  features_batch, label = next(iter(data_lib.build_dataset(config, "eval",
+                                                           40)))
+  assert features_batch["dense_features"].shape == (40, 0)
+  assert label.shape == (40,)
+  assert features_batch["sparse_features"]["device_ip"].numpy().max() < 10**6
