@@ -9,6 +9,11 @@ _HERE = pathlib.Path(__file__).parent
 _VERSION = re.search(r'__version__ = "([^"]+)"',
                      (_HERE / "recsys_smelu" / "__init__.py").read_text()).group(1)
 
+# Keras 3.15 supports JAX 0.10 (the release keras 3.15 was tested against).
+_KERAS3 = ["keras>=3.15.1,<3.16", "keras-rs>=0.4.0,<0.5"]
+_JAX_CPU = "jax[cpu]>=0.10.0,<0.11"
+_PYARROW = "pyarrow>=14,<27"
+
 setuptools.setup(
     name="recsys-smelu",
     version=_VERSION,
@@ -36,10 +41,16 @@ setuptools.setup(
         "tensorboard>=2.21,<2.22",  # tf.summary needs it; TF 2.21 no longer pulls it in
     ],
     extras_require={
+        # recsys_smelu.keras3 and scripts/keras3_dlrm.py: Keras 3 on any
+        # backend (install the backend: jax[cpu], tensorflow or torch).
+        "keras3": _KERAS3,
         # data.format='parquet' (recsys_smelu.data.parquet).
-        "parquet": ["pyarrow>=14,<27"],
-        # pyarrow too, so CI runs the Parquet tests (they skip without it).
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "pyarrow>=14,<27"],
+        "parquet": [_PYARROW],
+        # CI runs the Keras 3 tests on the TensorFlow and JAX backends (CPU);
+        # PyTorch stays out (its PyPI wheels pull CUDA packages). pyarrow
+        # too, so CI runs the Parquet tests (they skip without it).
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", *_KERAS3, _JAX_CPU,
+                 _PYARROW],
     },
     entry_points={"console_scripts": [
         "recsys-smelu-train = recsys_smelu.train:run",

@@ -55,12 +55,12 @@ trainable parameters (per layer, or per unit over the last axis). Registry:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
+from recsys_smelu import activation_specs
 from recsys_smelu import tf_keras2
 
 tf_keras2.ensure_keras2()  # before tensorflow: tf.keras is Keras 2
@@ -541,29 +541,12 @@ class GELU(tf.keras.layers.Layer):
 # ---------------------------------------------------------------------------
 
 
-class ActivationSpecError(ValueError):
-  """An activation spec string that cannot be turned into a layer."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Param:
-  default: Union[float, bool]
-  positive: bool = False  # numbers only: must be > 0
-
-  @property
-  def is_bool(self) -> bool:
-    return isinstance(self.default, bool)
-
-  def describe(self, name: str) -> str:
-    default = str(self.default).lower() if self.is_bool else repr(self.default)
-    return f"{name}={default}"
-
-
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-  params: dict[str, _Param]
-  build: Callable[..., tf.keras.layers.Layer]
-  summary: str
+# The spec strings themselves (names, parameters, defaults, validation) live
+# in recsys_smelu.activation_specs, shared with the Keras 3 side; here each
+# name gets its tf.keras 2 layer.
+ActivationSpecError = activation_specs.ActivationSpecError
+list_activations = activation_specs.list_activations
+parse_activation_spec = activation_specs.parse_activation_spec
 
 
 def _build_smelu(beta, trainable, per_unit):
@@ -579,123 +562,24 @@ def _keras_activation(name: str) -> Callable[[], tf.keras.layers.Layer]:
   return lambda: tf.keras.layers.Activation(name)
 
 
-_REGISTRY: dict[str, _Entry] = {
-    "relu": _Entry({}, _keras_activation("relu"), "max(x, 0)"),
-    "smelu": _Entry(
-        {"beta": _Param(1.0, positive=True), "trainable": _Param(False),
-         "per_unit": _Param(False)},
-        _build_smelu, "Smooth ReLU; trainable beta per layer or per unit"),
-    "gsmelu": _Entry(
-        {"g_neg": _Param(0.0), "g_pos": _Param(1.0),
-         "alpha": _Param(1.0, positive=True),
-         "beta": _Param(1.0, positive=True), "t": _Param(0.0),
-         "trainable": _Param(False), "per_unit": _Param(False)},
-        _build_gsmelu, "generalized SmeLU; trainable=true learns all five"),
-    "gelu": _Entry({"approximate": _Param(False)},
-                   lambda approximate: GELU(approximate=approximate),
-                   "x Phi(x); approximate=true is the tanh form"),
-    "swish": _Entry({}, _keras_activation("swish"), "x sigmoid(x)"),
-    "softplus": _Entry({}, _keras_activation("softplus"), "log(1 + e^x)"),
-    "tanh": _Entry({}, _keras_activation("tanh"), "tanh(x)"),
-    "elu": _Entry({"alpha": _Param(1.0)},
-                  lambda alpha: tf.keras.layers.ELU(alpha=alpha),
-                  "alpha (e^x - 1) for x < 0"),
-    "selu": _Entry({}, _keras_activation("selu"), "scaled ELU"),
-    "leaky_relu": _Entry({"alpha": _Param(0.3)},
-                         lambda alpha: tf.keras.layers.LeakyReLU(alpha=alpha),
-                         "max(x, alpha x)"),
-    "linear": _Entry({}, _keras_activation("linear"), "identity"),
+# One builder per name of activation_specs.SPECS, called with every parameter
+# of the spec (defaults filled in) as keyword arguments.
+_BUILDERS: dict[str, Callable[..., tf.keras.layers.Layer]] = {
+    "relu": _keras_activation("relu"),
+    "smelu": _build_smelu,
+    "gsmelu": _build_gsmelu,
+    "gelu": lambda approximate: GELU(approximate=approximate),
+    "swish": _keras_activation("swish"),
+    "softplus": _keras_activation("softplus"),
+    "tanh": _keras_activation("tanh"),
+    "elu": lambda alpha: tf.keras.layers.ELU(alpha=alpha),
+    "selu": _keras_activation("selu"),
+    "leaky_relu": lambda alpha: tf.keras.layers.LeakyReLU(alpha=alpha),
+    "linear": _keras_activation("linear"),
 }
-
-_TRUE = ("true", "1", "yes")
-_FALSE = ("false", "0", "no")
-
-
-def _describe_params(entry: _Entry) -> str:
-  if not entry.params:
-    return "(none)"
-  return ", ".join(p.describe(n) for n, p in entry.params.items())
-
-
-def list_activations() -> list[str]:
-  """Every registry name with its parameters and defaults, for help texts.
-
-  E.g. ``"smelu:beta=1.0,trainable=false,per_unit=false"``.
-  """
-  out = []
-  for name, entry in _REGISTRY.items():
-    if entry.params:
-      out.append(name + ":" + ",".join(
-          p.describe(n) for n, p in entry.params.items()))
-    else:
-      out.append(name)
-  return out
-
-
-def _spec_error(spec: str, problem: str) -> ActivationSpecError:
-  return ActivationSpecError(
-      f"invalid activation spec {spec!r}: {problem}. Valid activations: "
-      f"{'; '.join(list_activations())}")
-
-
-def parse_activation_spec(spec: str) -> tuple[str, dict[str, Any]]:
-  """Parses ``"name"`` or ``"name:key=value,key=value"``.
-
-  Returns:
-    ``(name, params)`` where params holds only the parameters written in the
-    spec, converted to float / bool and validated (defaults not filled in).
-
-  Raises:
-    ActivationSpecError (a ValueError) naming the spec and what is valid: for
-    an unknown name, an unknown or repeated parameter, a value that is not a
-    finite number (or true/false for flags), or beta/alpha <= 0 where they
-    must be positive.
-  """
-  if not isinstance(spec, str):
-    raise ActivationSpecError(
-        f"activation spec must be a string, got {type(spec).__name__} "
-        f"{spec!r}")
-  name, _, rest = spec.strip().partition(":")
-  name = name.strip().lower()
-  if name not in _REGISTRY:
-    raise _spec_error(spec, f"unknown activation {name!r}")
-  entry = _REGISTRY[name]
-  params: dict[str, Any] = {}
-  if not rest.strip():
-    if ":" in spec:
-      raise _spec_error(spec, "nothing after ':' (write e.g. 'smelu:beta=0.5' "
-                        "or just the name)")
-    return name, params
-  for item in rest.split(","):
-    key, eq, raw = item.partition("=")
-    key, raw = key.strip().lower(), raw.strip()
-    if not eq or not key or not raw:
-      raise _spec_error(spec, f"parameter {item.strip()!r} is not key=value")
-    if key not in entry.params:
-      raise _spec_error(
-          spec, f"unknown parameter {key!r} for {name!r}; valid parameters: "
-          f"{_describe_params(entry)}")
-    if key in params:
-      raise _spec_error(spec, f"parameter {key!r} given twice")
-    param = entry.params[key]
-    if param.is_bool:
-      if raw.lower() in _TRUE:
-        params[key] = True
-      elif raw.lower() in _FALSE:
-        params[key] = False
-      else:
-        raise _spec_error(spec, f"{key}={raw!r} must be true or false")
-      continue
-    try:
-      value = float(raw)
-    except ValueError:
-      raise _spec_error(spec, f"{key}={raw!r} is not a number") from None
-    if not math.isfinite(value):
-      raise _spec_error(spec, f"{key}={raw!r} must be finite")
-    if param.positive and value <= 0:
-      raise _spec_error(spec, f"{key}={raw!r} must be > 0")
-    params[key] = value
-  return name, params
+if set(_BUILDERS) != set(activation_specs.SPECS):
+  raise ImportError("recsys_smelu.activations: every activation spec needs a "
+                    "tf.keras builder")
 
 
 ActivationLike = Union[str, tf.keras.layers.Layer, Callable[[tf.Tensor],
@@ -726,14 +610,11 @@ def get_activation(spec: ActivationLike) -> tf.keras.layers.Layer:
   if isinstance(spec, tf.keras.layers.Layer):
     return spec
   if isinstance(spec, str):
-    name, given = parse_activation_spec(spec)
-    entry = _REGISTRY[name]
-    kwargs = {key: param.default for key, param in entry.params.items()}
-    kwargs.update(given)
+    name, kwargs = activation_specs.resolve_activation_spec(spec)
     try:
-      return entry.build(**kwargs)
+      return _BUILDERS[name](**kwargs)
     except ValueError as e:  # cross-parameter problems, e.g. per_unit alone
-      raise _spec_error(spec, str(e)) from e
+      raise activation_specs.spec_error(spec, str(e)) from e
   if spec is smelu:
     return SmeLU()
   if spec is gsmelu:
