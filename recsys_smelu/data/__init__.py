@@ -27,6 +27,14 @@ values (``'tfrecord'``) or packed parsed rows (``'packed'``, written by
 its schema file), ``criteo`` (parsing and the Criteo dataset), ``movielens``;
 ``convert`` and ``synthetic`` are command-line tools.
 
+Tabular files by named column roles (``data.format='csv'``, ``'parquet'``,
+or ``'tsv'`` with ``data.header``; ``data.label_column``, ...): ``tabular``
+(csv/tsv) and ``parquet`` read them; ``tabular_schema(config)`` is their
+schema (vocabularies and dense statistics from the training files, or the
+run's ``data.schema_file``), whose ``features`` carries the dense transform
+into the model and the SavedModel. ``dataframes`` writes pandas DataFrames
+as csv files by the same roles.
+
 MovieLens (``data.format='movielens'``): 7 categorical features with
 vocabularies and 19 dense genre flags, see ``recsys_smelu.data.movielens``.
 """

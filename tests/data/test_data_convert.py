@@ -145,7 +145,7 @@ def test_command_line(tmp_path):
   assert bad.returncode != 0 and "Traceback" not in bad.stderr
   assert bad.stderr.strip().splitlines()[-1].startswith(
       f"error: {tmp_path}/bad.tsv:2: bad row (integer_field: integer feature "
-      "I1 is [x]); line content: 0\\tx")
+      "I1 is [x]); line content: 0\tx")
   helpfull = subprocess.run(
       [sys.executable, "-m", "recsys_smelu.data.convert", "--helpfull"],
       capture_output=True, text=True, timeout=300)
