@@ -12,6 +12,7 @@ DATA_FORMATS = ("tsv", "tfrecord", "packed", "movielens", "csv", "parquet")
 TABULAR_FORMATS = ("csv", "parquet")
 ON_BAD_ROW = ("error", "skip")
 DENSE_TRANSFORMS = ("log1p_clip0", "none", "standardize")
+VALIDATION_SPLITS = ("tail", "hash")
 
 # model
 INTERACTIONS = ("dot", "cross", "concat")
@@ -29,6 +30,7 @@ BY_KEY = {
     "data.format": DATA_FORMATS,
     "data.on_bad_row": ON_BAD_ROW,
     "data.dense_transform": DENSE_TRANSFORMS,
+    "data.validation_split": VALIDATION_SPLITS,
     "model.interaction": INTERACTIONS,
     "model.cross_mode": CROSS_MODES,
     "model.normalization": NORMALIZATIONS,

@@ -22,7 +22,7 @@ import difflib
 import json
 import os
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import ml_collections
 
@@ -74,6 +74,25 @@ def default_config() -> ml_collections.ConfigDict:
   # The run's schema.json (roles, vocabularies, statistics): set by the
   # trainer to model_dir/schema.json; '' = build it from data.train_files.
   c.data.schema_file = _UNSET
+  # Validation data (training length, early stopping; never the eval split),
+  # read like eval (in order, never shuffled), from one source:
+  # * validation_files: file pattern(s) as for train_files;
+  # * validation_fraction f in (0, 1) of the training rows (0 = off), split
+  #   off by validation_split: 'tail' = the last ceil(f * N) rows (for
+  #   time-ordered files), 'hash' = the rows whose fingerprint of (file base
+  #   name, line) falls in the lowest f of its range; train excludes them;
+  # * format 'movielens': validation_ratings_per_user k > 0 = each user's
+  #   last k training ratings by timestamp (fraction and files are refused).
+  c.data.validation_files = _UNSET
+  c.data.validation_fraction = 0.0
+  c.data.validation_split = "tail"  # 'tail' | 'hash'
+  c.data.validation_ratings_per_user = 0
+  # Row ranges 'start:stop' (a python slice, no step) over the rows of the
+  # split's files concatenated in pattern order, numbered from 0; '' = all.
+  # eval_rows with eval_files '' selects from the training files (it must
+  # not overlap train_rows); a validation tail comes from within train_rows.
+  c.data.train_rows = _UNSET
+  c.data.eval_rows = _UNSET
 
   c.model = ml_collections.ConfigDict()
   c.model.interaction = "dot"  # 'dot' (DLRM) | 'cross' (DCN-v2) | 'concat'
@@ -229,12 +248,88 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = True
   if not 0.0 <= given["model.dropout"] < 1.0:
     raise ConfigError(f"config key 'model.dropout' must be in [0, 1), got "
                       f"{given['model.dropout']!r}")
+  _check_data_keys(config.data)
   _check_model_keys(config.model)
   _check_train_keys(config.train)
   _check_tabular_keys(config.data)
   if check_paths:
     _check_data_paths(config)
   return config
+
+
+_ROW_RANGE = re.compile(r"\s*(-?[0-9][0-9_]*)?\s*:\s*(-?[0-9][0-9_]*)?\s*")
+
+
+def parse_row_range(text: str, key: str
+                    ) -> tuple[Optional[int], Optional[int]] | None:
+  """``'start:stop'`` (python slice bounds, either may be omitted or
+  negative, no step) -> ``(start, stop)`` with None for an omitted bound;
+  ``''`` -> None (all rows). Raises ConfigError naming ``key`` otherwise."""
+  if not text.strip():
+    return None
+  match = _ROW_RANGE.fullmatch(text)
+  if not match:
+    raise ConfigError(f"config key {key!r} is {text!r}; expected a row range "
+                      "'start:stop' such as '0:8000', ':8000', '8000:' or "
+                      "'-2000:' (a python slice without step), or '' for all "
+                      "rows")
+  return tuple(None if v is None else int(v) for v in match.groups())
+
+
+def resolve_row_range(text: str, key: str, num_rows: int,
+                      what: str = "the files") -> tuple[int, int]:
+  """The rows ``[start, stop)`` that ``parse_row_range(text)`` selects out of
+  ``num_rows`` (negative bounds count from the end, as in python). A bound
+  beyond the rows, or an empty range, raises ConfigError naming ``key``, the
+  range and ``num_rows``: unlike a python slice, nothing is clipped."""
+  parsed = parse_row_range(text, key)
+  if parsed is None:
+    return 0, num_rows
+  start, stop = parsed
+  start = 0 if start is None else start
+  stop = num_rows if stop is None else stop
+  start = start + num_rows if start < 0 else start
+  stop = stop + num_rows if stop < 0 else stop
+  if not 0 <= start <= num_rows or not 0 <= stop <= num_rows:
+    raise ConfigError(f"config key {key!r} is {text!r}, outside the rows of "
+                      f"{what}: they hold {num_rows} rows (0:{num_rows})")
+  if start >= stop:
+    raise ConfigError(f"config key {key!r} is {text!r}, which selects no rows"
+                      f" of {what} ({num_rows} rows)")
+  return start, stop
+
+
+def _check_data_keys(d: ml_collections.ConfigDict) -> None:
+  """The ``data`` checks that need no file: validation source, row ranges."""
+  f = d.validation_fraction
+  if not (f == 0 or 0 < f < 1):
+    raise ConfigError(f"config key 'data.validation_fraction' must be in "
+                      f"(0, 1), or 0 for none, got {f!r}")
+  if d.validation_files and f:
+    raise ConfigError("config keys 'data.validation_files' and "
+                      "'data.validation_fraction' are both set; validation "
+                      "data comes from one of them")
+  k = d.validation_ratings_per_user
+  if k < 0:
+    raise ConfigError(f"config key 'data.validation_ratings_per_user' must be"
+                      f" >= 0 (0 = none), got {k!r}")
+  if d.format == "movielens":
+    # The MovieLens split is per user by time; a row fraction or range of
+    # u.data would cut across users.
+    for key in ("validation_files", "validation_fraction", "train_rows",
+                "eval_rows"):
+      if d[key]:
+        hint = (" (use 'data.validation_ratings_per_user': each user's last "
+                "k training ratings)" if key.startswith("validation") else "")
+        raise ConfigError(f"config key 'data.{key}' is {d[key]!r}, but "
+                          f"data.format='movielens' splits by user and time"
+                          f"{hint}")
+  elif k:
+    raise ConfigError("config key 'data.validation_ratings_per_user' is only "
+                      "for data.format='movielens'; use "
+                      "'data.validation_fraction' or 'data.validation_files'")
+  for key in ("train_rows", "eval_rows"):
+    parse_row_range(d[key], f"data.{key}")
 
 
 def _check_model_keys(m: ml_collections.ConfigDict) -> None:
@@ -311,6 +406,15 @@ def _check_tabular_keys(d: ml_collections.ConfigDict) -> None:
           f"config key 'data.dense_transform' is {d.dense_transform!r}; "
           f"data.format={d.format!r} (Criteo rows) always uses log1p_clip0")
     return
+  for key in ("train_rows", "eval_rows"):
+    if d[key]:
+      raise ConfigError(
+          f"config key 'data.{key}' is not supported for data.format="
+          f"{d.format!r} yet; give the rows as separate files")
+  if d.validation_fraction:
+    raise ConfigError(
+        "config key 'data.validation_fraction' is not supported for "
+        f"data.format={d.format!r} yet; give data.validation_files")
   if not d.label_column.strip():
     raise ConfigError(f"config key 'data.label_column' is empty; "
                       f"data.format={d.format!r} needs the 0/1 label column")
@@ -348,10 +452,14 @@ def _check_data_paths(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config key 'data.movielens_dir' is {d.movielens_dir!r}"
                         ", which is not a directory")
     return
-  for key in ("train_files", "eval_files"):
+  for key in ("train_files", "eval_files", "validation_files"):
     pattern = d[key]
     if not pattern:
-      raise ConfigError(f"config key 'data.{key}' is empty; give a file pattern")
+      if key == "validation_files" or (key == "eval_files" and d.eval_rows):
+        continue  # optional; eval_rows alone selects from train_files
+      raise ConfigError(f"config key 'data.{key}' is empty; give a file pattern"
+                        + (" (or data.eval_rows to evaluate on rows of the "
+                           "training files)" if key == "eval_files" else ""))
     for part in pattern.split(","):
       if not tf.io.gfile.glob(part.strip()):
         raise ConfigError(f"config key 'data.{key}': pattern {part!r} matches "

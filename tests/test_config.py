@@ -113,3 +113,81 @@ def test_json_round_trip(tmp_path):
   assert loaded.to_dict() == c.to_dict()
   assert json.loads((tmp_path / "config.json").read_text())["model"][
       "activation"] == "smelu:beta=0.5"
+
+
+def test_validation_files_must_match(tmp_path):
+  train = tmp_path / "train.tsv"
+  train.write_text("")
+  c = config_lib.override(config_lib.default_config(), {
+      "data.train_files": str(train), "data.eval_files": str(train),
+      "data.validation_files": str(tmp_path / "val-*.tsv")})
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"'data.validation_files'.*val-\*.tsv"):
+    config_lib.validate(c)
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"data.validation_fraction": 1.0},
+     r"'data.validation_fraction' must be in \(0, 1\), or 0 for none, got 1.0"),
+    ({"data.validation_fraction": -0.1}, "'data.validation_fraction'"),
+    ({"data.validation_fraction": 1.5}, "'data.validation_fraction'"),
+    ({"data.validation_fraction": 0.1, "data.validation_files": "v.tsv"},
+     "'data.validation_files' and 'data.validation_fraction' are both set"),
+    ({"data.validation_split": "random"},
+     "'data.validation_split'.*choose one of tail, hash"),
+    ({"data.validation_ratings_per_user": -1},
+     "'data.validation_ratings_per_user' must be >= 0"),
+    ({"data.validation_ratings_per_user": 2},
+     "'data.validation_ratings_per_user' is only for data.format='movielens'"),
+    ({"data.format": "movielens", "data.validation_fraction": 0.1},
+     "'data.validation_fraction' is 0.1, but data.format='movielens' splits by"
+     " user and time.*data.validation_ratings_per_user"),
+    ({"data.format": "movielens", "data.validation_files": "v.tsv"},
+     "'data.validation_files'.*movielens"),
+    ({"data.format": "movielens", "data.train_rows": "0:10"},
+     "'data.train_rows'.*movielens"),
+    ({"data.train_rows": "8000"}, r"'data.train_rows' is '8000'; expected a "
+     r"row range 'start:stop'"),
+    ({"data.eval_rows": "a:b"}, "'data.eval_rows' is 'a:b'; expected"),
+    ({"data.eval_rows": "0:10:2"}, "'data.eval_rows' is '0:10:2'; expected"),
+    ({"data.train_rows": "0-8000"}, "'data.train_rows' is '0-8000'"),
+    ({"data.train_rows": "1.5:3"}, "'data.train_rows' is '1.5:3'"),
+])
+def test_validation_and_row_range_keys_are_checked(changes, match):
+  with pytest.raises(config_lib.ConfigError, match=match):
+    _valid(**changes)
+
+
+def test_validation_and_row_range_keys_that_validate():
+  _valid(**{"data.validation_fraction": 0.1, "data.validation_split": "hash"})
+  _valid(**{"data.format": "movielens", "data.validation_ratings_per_user": 5})
+  for text in ("0:8000", ":8000", "8000:", "-2000:", " 1_000 : -1 ", ":", ""):
+    _valid(**{"data.train_rows": text, "data.eval_rows": text})
+
+
+@pytest.mark.parametrize("text,num_rows,expected", [
+    ("", 10, (0, 10)), (":", 10, (0, 10)), ("0:8", 10, (0, 8)),
+    ("8:", 10, (8, 10)), ("-2:", 10, (8, 10)), (":-3", 10, (0, 7)),
+    ("0:10", 10, (0, 10)), ("-10:", 10, (0, 10)),
+])
+def test_resolve_row_range(text, num_rows, expected):
+  assert config_lib.resolve_row_range(text, "data.train_rows",
+                                      num_rows) == expected
+
+
+@pytest.mark.parametrize("text", ["0:11", "11:", "-11:", "5:5", "6:4", ":-10"])
+def test_resolve_row_range_refuses_what_a_slice_would_clip(text):
+  with pytest.raises(config_lib.ConfigError,
+                     match=f"'data.eval_rows' is '{text}'.*10 rows"):
+    config_lib.resolve_row_range(text, "data.eval_rows", 10)
+
+
+def test_eval_files_may_be_empty_with_eval_rows(tmp_path):
+  train = tmp_path / "train.tsv"
+  train.write_text("")
+  base = {"data.train_files": str(train), "data.eval_files": ""}
+  with pytest.raises(config_lib.ConfigError,
+                     match="'data.eval_files' is empty.*or data.eval_rows"):
+    config_lib.validate(config_lib.override(config_lib.default_config(), base))
+  config_lib.validate(config_lib.override(config_lib.default_config(), {
+      **base, "data.eval_rows": "8000:", "data.train_rows": ":8000"}))

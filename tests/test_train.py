@@ -411,7 +411,7 @@ def test_cli_bad_row_ends_with_one_message_and_no_traceback(
   assert result.returncode != 0
   assert "Traceback" not in output
   message = (f"{bad}:7: bad row (label: label is [2], expected 0 or 1); "
-             "line content: 2\\t")
+             "line content: 2\t")
   # The last line (and so the tail of a twin run's train.log) is the message.
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith(f"error: {message}"), last

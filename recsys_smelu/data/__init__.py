@@ -13,7 +13,10 @@ through this package:
 
 * ``build_schema(config)`` -> ``FeatureSchema`` (the model builds its tables
   from it);
-* ``build_dataset(config, split, batch_size, ...)`` -> ``tf.data.Dataset``;
+* ``build_dataset(config, split, batch_size, ...)`` -> ``tf.data.Dataset``
+  of the split 'train', 'validation' or 'eval'; ``count_rows(config, split)``
+  its row count; ``has_validation(config)`` whether there is a validation
+  split;
 * ``raw_to_model_inputs(raw, schema)`` / ``tf_example_feature_spec(schema)``:
   the one raw -> model transformation, shared with the serving signature;
 * ``BadRowCounter``: rows skipped under ``data.on_bad_row='skip'``.
@@ -24,7 +27,8 @@ values (``'tfrecord'``) or packed parsed rows (``'packed'``, written by
 ``features`` (the schema and the raw -> model transformation), ``pipeline``
 (errors, bad-row counting, file patterns, shuffling, finishing),
 ``readers`` (files -> numbered chunks), ``packed`` (the packed row layout and
-its schema file), ``criteo`` (parsing and the Criteo dataset), ``movielens``;
+its schema file), ``criteo`` (parsing and the Criteo dataset), ``movielens``,
+``splits`` (row ranges and the validation split: which lines a split reads);
 ``convert`` and ``synthetic`` are command-line tools.
 
 Tabular files by named column roles (``data.format='csv'``, ``'parquet'``,
@@ -56,6 +60,7 @@ from recsys_smelu.data import criteo
 from recsys_smelu.data import movielens
 from recsys_smelu.data import packed
 from recsys_smelu.data import readers
+from recsys_smelu.data import splits
 from recsys_smelu.data import tabular
 from recsys_smelu.data.pipeline import BAD_ROW_REASONS
 from recsys_smelu.data.pipeline import bad_row_error
@@ -73,7 +78,9 @@ from recsys_smelu.data.features import SPARSE_KEY
 from recsys_smelu.data.features import tf_example_feature_spec
 from recsys_smelu.data.movielens import MovieLensFormatError
 
-SPLITS = ("train", "eval")
+from recsys_smelu.config import ConfigError
+
+SPLITS = splits.SPLITS
 
 
 def build_schema(config: ml_collections.ConfigDict) -> FeatureSchema:
@@ -196,7 +203,8 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
                   repeat: bool = False, shuffle: Optional[bool] = None,
                   input_context: Optional[tf.distribute.InputContext] = None,
                   bad_rows: Optional[BadRowCounter] = None) -> tf.data.Dataset:
-  """The ``split`` ('train' | 'eval') of ``config.data`` as batches.
+  """The ``split`` ('train' | 'validation' | 'eval') of ``config.data`` as
+  batches.
 
   * ``batch_size`` is the *global* batch size; with ``input_context`` each
     input pipeline batches ``input_context.get_per_replica_batch_size(
@@ -210,6 +218,16 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
   * eval: data.eval_files read one after another in ``expand_patterns`` order
     (patterns in order, each sorted) and line order, never shuffled, last
     batch kept, so every example is scored once in file order.
+  * validation: read like eval (never shuffled, in order, last batch kept):
+    data.validation_files, or the rows data.validation_fraction splits off
+    the training rows ('tail' | 'hash'), or for MovieLens each user's last
+    data.validation_ratings_per_user training ratings
+    (``recsys_smelu.data.splits``); ``has_validation(config)`` says whether
+    there is one (else this raises ``DataError``).
+  * Row ranges data.train_rows / data.eval_rows select rows of the split's
+    files concatenated in pattern order; a bound outside them raises
+    ``ConfigError`` naming the key. The train split never holds validation
+    rows. ``check_splits(config)`` checks every split before training.
   * Bad rows: data.on_bad_row 'error' raises ``tf.errors.InvalidArgumentError``
     naming ``file:line`` when the bad row is reached while iterating
     (``bad_row_error(e)`` turns it into a ``BadRowError``, a ValueError, with
@@ -222,7 +240,9 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
   if shuffle is None:
     shuffle = training and data.shuffle_buffer > 0
   if shuffle and not training:
-    raise ValueError("the eval split is never shuffled (shuffle=True)")
+    raise ValueError(f"the {split} split is never shuffled (shuffle=True)")
+  if split == "validation" and not has_validation(config):
+    raise DataError(splits.NO_VALIDATION)
   num_shards, shard_index = 1, 0
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(batch_size)
@@ -233,24 +253,30 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
     return movielens.make_dataset(
         data.movielens_dir, split, batch_size, schema=schema, shuffle=shuffle,
         shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
-        num_shards=num_shards, shard_index=shard_index)
-  pattern = data.train_files if training else data.eval_files
-  if not pattern:
-    raise NoMatchingFilesError(f"config key 'data.{split}_files' is empty; "
-                               "give a file pattern")
+        num_shards=num_shards, shard_index=shard_index,
+        validation_per_user=data.validation_ratings_per_user)
   if is_tabular(data):
     return _tabular_reader(data.format).make_dataset(
-        expand_patterns(pattern), tabular_schema(config), batch_size,
+        _tabular_files(config, split), tabular_schema(config), batch_size,
         training=training, shuffle=shuffle,
         shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
         cycle_length=data.cycle_length, on_bad_row=data.on_bad_row,
         bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index)
+  rows = splits.split_rows(config, split, _row_counter(config))
   return criteo.make_dataset(
-      expand_patterns(pattern), schema, batch_size,
+      rows.files, schema, batch_size,
       file_format=data.format, training=training, shuffle=shuffle,
       shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
       cycle_length=data.cycle_length, on_bad_row=data.on_bad_row,
-      bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index)
+      bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index,
+      selector=rows.selector)
+
+
+def has_validation(config: ml_collections.ConfigDict) -> bool:
+  """Whether ``config.data`` defines a validation split:
+  data.validation_files or data.validation_fraction, or for MovieLens
+  data.validation_ratings_per_user (``recsys_smelu.data.splits``)."""
+  return splits.has_validation(config)
 
 
 def _tabular_reader(file_format: str):
@@ -262,20 +288,64 @@ def _tabular_reader(file_format: str):
 
 
 def count_rows(config: ml_collections.ConfigDict, split: str) -> int:
-  """Rows of the ``split`` ('train' | 'eval') of ``config.data`` as the
-  files hold them: TSV lines, TFRecord records, packed rows (bad rows
-  included; they are found only while reading), MovieLens ratings."""
+  """Rows of the ``split`` ('train' | 'validation' | 'eval') of
+  ``config.data``, after row ranges and the validation split
+  (``recsys_smelu.data.splits``), as the files hold them: TSV lines,
+  TFRecord records, packed rows (bad rows included; they are found only
+  while reading), MovieLens ratings; tabular files: rows less the header
+  lines. Builds no model, so the trainer can size epochs first."""
+  if is_tabular(config.data):
+    return _tabular_reader(config.data.format).count_rows(
+        _tabular_files(config, split), tabular_spec(config))
+  return splits.count_rows(config, split, _row_counter(config),
+                           _count_all(config))
+
+
+def check_splits(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """Row counts of every split (``{'train', 'validation' when there is one,
+  'eval'}``), checked: raises ``ConfigError`` naming the key for a row range
+  outside its files, eval rows overlapping the train rows, or an empty
+  split. The trainer calls it before building the model."""
+  if is_tabular(config.data):
+    counts = {split: count_rows(config, split) for split in SPLITS
+              if split != "validation" or has_validation(config)}
+    for split, count in counts.items():
+      if not count:
+        raise ConfigError(f"config key 'data.{split}_files': the {split} "
+                          "split is empty")
+    return counts
+  return splits.check_splits(config, _row_counter(config), _count_all(config))
+
+
+def _tabular_files(config: ml_collections.ConfigDict, split: str
+                   ) -> list[str]:
+  """The files of ``split`` of tabular data (whole files: row ranges and a
+  validation fraction are refused for these formats by ``config.validate``)."""
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-  data = config.data
-  if data.format == "movielens":
-    return len(getattr(movielens.load(data.movielens_dir), split)["label"])
-  pattern = data.train_files if split == "train" else data.eval_files
-  if is_tabular(data):
-    return _tabular_reader(data.format).count_rows(
-        expand_patterns(pattern), tabular_spec(config))
-  return readers.count_rows(expand_patterns(pattern), data.format,
-                            packed.packed_width(build_schema(config)))
+  if split == "validation" and not has_validation(config):
+    raise DataError(splits.NO_VALIDATION)
+  pattern = config.data[f"{split}_files"]
+  if not pattern:
+    raise NoMatchingFilesError(f"config key 'data.{split}_files' is empty; "
+                               "give a file pattern")
+  return expand_patterns(pattern)
+
+
+def _packed_width(config: ml_collections.ConfigDict) -> int:
+  if config.data.format != "packed":
+    return 0
+  return packed.packed_width(build_schema(config))
+
+
+def _row_counter(config: ml_collections.ConfigDict) -> splits.RowCounter:
+  return splits.file_format_counter(config.data.format, _packed_width(config))
+
+
+def _count_all(config: ml_collections.ConfigDict):
+  """Counts a split that reads all of its files in one pass, as before."""
+  fmt, width = config.data.format, _packed_width(config)
+  return lambda files: readers.count_rows(files, fmt, width)
 
 
 __all__ = [
@@ -283,7 +353,7 @@ __all__ = [
     "DENSE_KEY", "bad_row_error",
     "DataError", "FeatureSchema", "MovieLensFormatError",
     "NoMatchingFilesError", "SPARSE_KEY", "build_dataset", "build_schema",
-    "count_rows",
+    "ConfigError", "check_splits", "count_rows", "has_validation",
     "criteo_schema", "expand_patterns", "feature_schema", "is_tabular",
     "raw_to_model_inputs", "tabular_schema", "tabular_spec",
     "tf_example_feature_spec",

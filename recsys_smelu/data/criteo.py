@@ -122,7 +122,7 @@ def _tsv_line_check_fn(schema: features_lib.FeatureSchema,
   def check(filename, first_line, lines, valid):
     n = tf.shape(lines, out_type=tf.int64)[0]
     line_numbers = first_line + tf.range(n)
-    mine = pipeline.shard_mask(line_numbers, line_shards)
+    mine = pipeline.line_mask(filename, line_numbers, line_shards)
     dependency = checker(
         mine & ~valid,
         lambda indices: describe_bad(filename, lines, line_numbers, indices))
@@ -302,7 +302,7 @@ def _tfrecord_chunk_fn(schema: features_lib.FeatureSchema,
     raw = tf.io.parse_example(serialized, spec)
     label = raw[schema.label]
     valid = tf.logical_or(tf.equal(label, 0.0), tf.equal(label, 1.0))
-    mine = pipeline.shard_mask(record_numbers, line_shards)
+    mine = pipeline.line_mask(filename, record_numbers, line_shards)
 
     def describe_bad(indices):
       reasons = tf.fill(tf.shape(indices), 2)
@@ -361,7 +361,9 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
                  bad_rows: Optional[BadRowCounter] = None,
                  num_shards: int = 1, shard_index: int = 0,
                  drop_remainder: Optional[bool] = None,
-                 native_decoder: Optional[bool] = None) -> tf.data.Dataset:
+                 native_decoder: Optional[bool] = None,
+                 selector: Optional[pipeline.LineSelector] = None
+                 ) -> tf.data.Dataset:
   """Batches ``(features, label)`` from Criteo TSV, TFRecord or packed files.
 
   * ``training``: files interleaved ``cycle_length`` at a time (chunk by
@@ -379,6 +381,10 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
   * ``native_decoder``: TSV lines through the native op
     (``recsys_smelu.native``): None = as ``RECSYS_SMELU_NATIVE_OPS``
     says (default: when it builds), True = required, False = stock ops.
+  * ``selector``: only these lines of each file (a row range, a validation
+    split; ``recsys_smelu.data.splits``); ``files`` must be among its files.
+    Chunks wholly outside a file's range are not parsed, and reading a file
+    stops after its range.
   """
   if file_format not in FILE_FORMATS:
     raise DataError(f"file_format must be one of {', '.join(FILE_FORMATS)}, "
@@ -394,12 +400,20 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
   files = list(files)
   if file_format == "packed":
     packed_lib.check_packed_files(files, schema)
+  if selector is not None:
+    selector = selector.with_files(files)
   line_shards = None
   if num_shards > 1:
     if len(files) >= num_shards:
       files = files[shard_index::num_shards]
+      if selector is not None:
+        selector = selector.with_files(files)
     else:
       line_shards = (num_shards, shard_index)
+      if selector is not None:
+        selector = selector.with_shards(line_shards)
+  if selector is not None:
+    line_shards = selector  # the parsers' line filter: range, hash, shard
   if drop_remainder is None:
     drop_remainder = training
   row_seed = None if seed is None else seed + _ROW_SEED_OFFSET
@@ -434,9 +448,12 @@ def _chunks(files: Sequence[str], schema: features_lib.FeatureSchema,
   if shuffle_files and len(files) > 1:
     dataset = dataset.shuffle(len(files), seed=seed,
                               reshuffle_each_iteration=True)
+  read = readers.read_chunks(file_format, packed_lib.packed_width(schema))
+  if isinstance(line_shards, pipeline.LineSelector):
+    read_all, selector = read, line_shards
+    read = lambda f, size: selector.skip_outside(f, read_all(f, size))  # pylint: disable=g-long-lambda
   dataset = dataset.interleave(
-      readers.read_chunks(file_format, packed_lib.packed_width(schema)),
-      cycle_length=parallel_files, block_length=1,
+      read, cycle_length=parallel_files, block_length=1,
       **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
          if parallel_files > 1 else {}))
   if file_format == "tsv":
@@ -450,12 +467,11 @@ def _chunks(files: Sequence[str], schema: features_lib.FeatureSchema,
                        schema)
   else:  # packed: already parsed; only the line shard is selected.
     def parse(filename, first, chunk):
-      del filename  # unused
       if line_shards is None:
         return chunk
       n = tf.shape(chunk, out_type=tf.int64)[0]
-      return tf.boolean_mask(
-          chunk, pipeline.shard_mask(first + tf.range(n), line_shards))
+      return pipeline.keep_rows(chunk, pipeline.line_mask(
+          filename, first + tf.range(n), line_shards))
   return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=True)
 

@@ -20,6 +20,14 @@ is train; every user has at least 20 ratings, so every user is in both.
 Train rows keep u.data order; eval rows are ordered by (user id, timestamp,
 item id), which is the order the eval dataset yields them in.
 
+Validation (``data.validation_ratings_per_user`` = k > 0, ``split_train``):
+each user's last k *training* ratings by the same (timestamp, item id) order
+are the validation split, in (user id, timestamp, item id) order; the train
+split keeps the rest, in u.data order. So validation is later than the rest
+of a user's training ratings and earlier than their eval ratings, as eval is
+to training. A user with k or fewer training ratings has them all in
+validation.
+
 The files are read with ``tf.io.gfile`` (local or gs://), once per directory
 (``load`` is cached on it). The feature schema adds the model's embedding
 width to the vocabularies (``MovieLensData.schema(embedding_dim)``); the
@@ -42,6 +50,7 @@ from recsys_smelu.data import features as features_lib
 from recsys_smelu.data import pipeline
 
 EVAL_PER_USER = 10
+SPLITS = ("train", "validation", "eval")
 AGE_BUCKETS = ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
 _AGE_EDGES = (18, 25, 35, 45, 50, 56)
 CATEGORICAL_NAMES = ("user_id", "item_id", "age_bucket", "gender",
@@ -60,6 +69,7 @@ class MovieLensData:
   vocabularies: dict[str, tuple[str, ...]]  # per CATEGORICAL_NAMES entry
   train: dict[str, np.ndarray]  # raw features + "label", one entry per row
   eval: dict[str, np.ndarray]
+  train_timestamps: np.ndarray  # int64, one per train row (u.data timestamp)
 
   def schema(self, embedding_dim: int) -> features_lib.FeatureSchema:
     """The feature schema: the genre flags, and each categorical feature
@@ -171,12 +181,8 @@ def load(directory: str) -> MovieLensData:
   item_num = np.array([int(i) for i in item_ids])
   times_np = np.array(times, np.int64)
   # Per user, the last EVAL_PER_USER ratings by (timestamp, item id) -> eval.
-  order = np.lexsort((item_num, times_np, user_num))
-  sorted_users = user_num[order]
-  ends = np.searchsorted(sorted_users, sorted_users, side="right")
-  rank_from_end = ends - np.arange(len(order))  # 1 = the user's latest rating
-  eval_rows = order[rank_from_end <= EVAL_PER_USER]  # (user, time, item) order
-  in_eval = np.zeros(len(order), bool)
+  eval_rows = _last_per_user(user_num, times_np, item_num, EVAL_PER_USER)
+  in_eval = np.zeros(len(user_num), bool)
   in_eval[eval_rows] = True
   train_rows = np.flatnonzero(~in_eval)  # u.data order
 
@@ -214,7 +220,55 @@ def load(directory: str) -> MovieLensData:
   }
   return MovieLensData(genre_names,
                        {name: tuple(v) for name, v in vocabularies.items()},
-                       columns(train_rows), columns(eval_rows))
+                       columns(train_rows), columns(eval_rows),
+                       times_np[train_rows])
+
+
+def _last_per_user(users: np.ndarray, times: np.ndarray, items: np.ndarray,
+                   k: int) -> np.ndarray:
+  """Indices of each user's last ``k`` rows by (timestamp, item id), in
+  (user, timestamp, item id) order."""
+  order = np.lexsort((items, times, users))
+  sorted_users = users[order]
+  ends = np.searchsorted(sorted_users, sorted_users, side="right")
+  rank_from_end = ends - np.arange(len(order))  # 1 = the user's latest row
+  return order[rank_from_end <= k]
+
+
+def _take(rows: dict[str, np.ndarray], index: np.ndarray
+          ) -> dict[str, np.ndarray]:
+  return {name: values[index] for name, values in rows.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def split_train(directory: str, validation_per_user: int
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """(train, validation) rows: each user's last ``validation_per_user``
+  training ratings by (timestamp, item id) are validation (in (user,
+  timestamp, item id) order), the rest train (u.data order); see the module
+  doc. ``validation_per_user`` 0: (all training rows, no rows)."""
+  data = load(directory)
+  users = np.array([int(u) for u in data.train["user_id"]], np.int64)
+  items = np.array([int(i) for i in data.train["item_id"]], np.int64)
+  validation = _last_per_user(users, data.train_timestamps, items,
+                              validation_per_user)
+  in_validation = np.zeros(len(users), bool)
+  in_validation[validation] = True
+  return (_take(data.train, np.flatnonzero(~in_validation)),
+          _take(data.train, validation))
+
+
+def split_rows(directory: str, split: str, validation_per_user: int = 0
+               ) -> dict[str, np.ndarray]:
+  """The raw rows of ``split`` ('train' | 'validation' | 'eval')."""
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  if split == "eval":
+    return load(directory).eval
+  if split == "train" and not validation_per_user:
+    return load(directory).train
+  train, validation = split_train(directory, validation_per_user)
+  return train if split == "train" else validation
 
 
 def make_dataset(directory: str, split: str, batch_size: int, *,
@@ -222,21 +276,22 @@ def make_dataset(directory: str, split: str, batch_size: int, *,
                  shuffle_buffer: int = 10_000, seed: Optional[int] = None,
                  repeat: bool = False, num_shards: int = 1,
                  shard_index: int = 0,
-                 drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
-  """Batches ``(features, label)`` of the MovieLens ``split`` ('train'/'eval').
+                 drop_remainder: Optional[bool] = None,
+                 validation_per_user: int = 0) -> tf.data.Dataset:
+  """Batches ``(features, label)`` of the MovieLens ``split`` ('train' |
+  'validation' | 'eval'; ``split_rows``).
 
   Same batch format as the Criteo pipeline; ``schema`` is
   ``load(directory).schema(embedding_dim)``. Sharding is by rows (row i to
-  shard ``i % num_shards``); the eval split is never shuffled.
+  shard ``i % num_shards``); eval and validation are never shuffled.
   """
-  if split not in ("train", "eval"):
-    raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   training = split == "train"
   if shuffle and not training:
     raise ValueError("evaluation data is never shuffled (shuffle=True with "
-                     "split='eval')")
-  data = load(directory)
-  rows = data.train if training else data.eval
+                     f"split={split!r})")
+  rows = split_rows(directory, split, validation_per_user)
   dataset = tf.data.Dataset.from_tensor_slices(
       {k: tf.constant(v.tolist() if v.dtype == object else v)
        for k, v in rows.items()})

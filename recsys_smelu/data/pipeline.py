@@ -269,6 +269,94 @@ def shard_mask(line_numbers, line_shards):
   return tf.equal((line_numbers - 1) % num_shards, index)
 
 
+HASH_BUCKETS = 1 << 32  # row fingerprints fall in [0, HASH_BUCKETS)
+
+
+def row_fingerprints(filename, line_numbers):
+  """int64 [n] in ``[0, HASH_BUCKETS)``: ``Fingerprint64`` (through
+  ``to_hash_bucket_fast``) of ``"<file base name>:<line number>"``.
+
+  It depends only on the file's base name and the line (record, row) number,
+  so a row's value is the same in every run, on every shard, and wherever the
+  file is copied to.
+  """
+  base = tf.strings.regex_replace(filename, r"^.*/", "")
+  keys = tf.strings.join([base, ":", tf.as_string(line_numbers)])
+  return tf.strings.to_hash_bucket_fast(keys, HASH_BUCKETS)
+
+
+class LineSelector:
+  """Which lines (records, rows) of which files a split reads.
+
+  ``files[i]`` contributes its lines numbered ``[first[i], end[i])`` (from 1,
+  as the readers number them); with ``hash_threshold`` > 0 only those whose
+  ``row_fingerprints`` value is below it (``hash_below=True``) or at least it
+  (``False``) are kept; with ``shards = (num_shards, index)`` only line ``l``
+  with ``(l - 1) % num_shards == index``. Parsers apply it to the row mask of
+  a chunk before bad rows are checked, as for line sharding (``line_mask``),
+  so a bad row outside the selection is not this split's concern.
+  """
+
+  def __init__(self, files, first, end, *, hash_threshold: int = 0,
+               hash_below: bool = True, shards=None):
+    self.files = tuple(files)
+    self.first = tuple(int(v) for v in first)
+    self.end = tuple(int(v) for v in end)
+    if not len(self.files) == len(self.first) == len(self.end):
+      raise ValueError("files, first and end must have the same length")
+    self.hash_threshold = int(hash_threshold)
+    self.hash_below = hash_below
+    self.shards = shards
+
+  def with_files(self, files) -> "LineSelector":
+    """The same selection restricted to ``files`` (a subset, any order)."""
+    index = {f: i for i, f in enumerate(self.files)}
+    keep = [index[f] for f in files]
+    return LineSelector([self.files[i] for i in keep],
+                        [self.first[i] for i in keep],
+                        [self.end[i] for i in keep],
+                        hash_threshold=self.hash_threshold,
+                        hash_below=self.hash_below, shards=self.shards)
+
+  def with_shards(self, shards) -> "LineSelector":
+    return LineSelector(self.files, self.first, self.end,
+                        hash_threshold=self.hash_threshold,
+                        hash_below=self.hash_below, shards=shards)
+
+  def line_range(self, filename):
+    """(first, end) int64 scalars of ``filename`` (a string tensor)."""
+    match = tf.equal(tf.constant(self.files), filename)
+    index = tf.argmax(tf.cast(match, tf.int32), output_type=tf.int32)
+    return (tf.gather(tf.constant(self.first, tf.int64), index),
+            tf.gather(tf.constant(self.end, tf.int64), index))
+
+  def mask(self, filename, line_numbers):
+    """bool [n]: which of ``line_numbers`` of ``filename`` are selected."""
+    first, end = self.line_range(filename)
+    keep = (line_numbers >= first) & (line_numbers < end)
+    if self.hash_threshold:
+      below = row_fingerprints(filename, line_numbers) < self.hash_threshold
+      keep &= below if self.hash_below else ~below
+    return keep & shard_mask(line_numbers, self.shards)
+
+  def skip_outside(self, filename, chunks: tf.data.Dataset) -> tf.data.Dataset:
+    """``chunks`` of ``filename`` (``(filename, first line, rows)``) without
+    those wholly outside the line range, stopping after its end."""
+    first, end = self.line_range(filename)
+    return chunks.take_while(lambda _, start, rows: start < end).filter(
+        lambda _, start, rows: start + tf.shape(rows, out_type=tf.int64)[0]
+        > first)
+
+
+def line_mask(filename, line_numbers, line_filter):
+  """bool [n] of the lines a parser keeps: ``line_filter`` is None (all), a
+  line shard ``(num_shards, index)`` (``shard_mask``) or a
+  ``LineSelector``."""
+  if isinstance(line_filter, LineSelector):
+    return line_filter.mask(filename, line_numbers)
+  return shard_mask(line_numbers, line_filter)
+
+
 def keep_rows(rows, keep):
   """Rows where ``keep`` (the tensor itself when all are kept)."""
   return tf.cond(tf.reduce_all(keep), lambda: rows,

@@ -45,6 +45,20 @@ def count_rows(files, file_format: str, width: int = 0) -> int:
       lambda total, chunk: total + tf.size(chunk[2], out_type=tf.int64)))
 
 
+_FILE_ROWS_CACHE: dict[tuple, int] = {}
+
+
+def count_file_rows(path: str, file_format: str, width: int = 0) -> int:
+  """``count_rows([path], ...)``, remembered for the process while the file's
+  size and modification time stay the same (row ranges and validation
+  splits need every file's count, for each split)."""
+  stat = tf.io.gfile.stat(path)
+  key = (path, file_format, width, stat.length, stat.mtime_nsec)
+  if key not in _FILE_ROWS_CACHE:
+    _FILE_ROWS_CACHE[key] = count_rows([path], file_format, width)
+  return _FILE_ROWS_CACHE[key]
+
+
 def _file_blocks(filename, size, block_bytes: int) -> tf.data.Dataset:
   """A file's bytes as blocks of ``block_bytes``; the last block is shorter
   (``FixedLengthRecordDataset`` alone would drop it)."""

@@ -822,7 +822,7 @@ def _chunk_parser(schema: TabularSchema, checker: pipeline.ChunkChecker,
   def parse(filename, first_line, lines):
     n = tf.shape(lines, out_type=tf.int64)[0]
     line_numbers = first_line + tf.range(n)
-    mine = pipeline.shard_mask(line_numbers, line_shards)
+    mine = pipeline.line_mask(filename, line_numbers, line_shards)
     if skip_header:
       mine &= line_numbers > 1
     structure_ok = tf.strings.regex_full_match(lines, row_regex)

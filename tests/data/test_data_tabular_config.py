@@ -159,3 +159,26 @@ def test_the_avazu_example_config_reads_an_avazu_shaped_file(tmp_path):
   assert features_batch["dense_features"].shape == (40, 0)
   assert label.shape == (40,)
   assert features_batch["sparse_features"]["device_ip"].numpy().max() < 10**6
+
+
+def test_csv_validation_files_split_and_refused_row_ranges(tmp_path):
+  config = _config(tmp_path)
+  validation = write_avazu(str(tmp_path / "validation.csv"), 30, 2)
+  with_validation = config_lib.override(
+      config, {"data.validation_files": validation})
+  config_lib.validate(with_validation)
+  assert data_lib.check_splits(with_validation) == {
+      "train": 120, "validation": 30, "eval": 50}
+  labels = np.concatenate([label.numpy() for _, label in
+                           data_lib.build_dataset(with_validation,
+                                                  "validation", 8)])
+  assert len(labels) == 30
+  with pytest.raises(DataError, match="no validation split"):
+    data_lib.build_dataset(config, "validation", 8)
+  for changes, key in (({"data.train_rows": "0:10"}, "data.train_rows"),
+                       ({"data.validation_fraction": 0.1},
+                        "data.validation_fraction")):
+    with pytest.raises(config_lib.ConfigError,
+                       match=f"'{key}' is not supported for data.format="
+                       "'csv'"):
+      config_lib.validate(config_lib.override(config, changes))
