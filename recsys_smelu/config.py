@@ -110,6 +110,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.0
   c.model.ensemble_size = 1  # >1: average logits of N independently seeded towers
   c.model.mixed_precision = "float32"  # 'float32'|'mixed_bfloat16'|'mixed_float16'
+  # Regularization and the wide (linear) part. embedding_l2: lambda times the
+  # sum of ||e||^2 over the embedding rows looked up in a batch (a row once per
+  # occurrence), averaged over the global batch like the loss. dense_l2:
+  # lambda * ||W||^2 of every dense kernel (not biases or norm parameters).
+  c.model.embedding_l2 = 0.0
+  c.model.dense_l2 = 0.0
+  c.model.wide = False  # add a linear term over hashed + dense features to each tower's logit
+  c.model.deep = True  # false (with wide=true): logistic regression, the wide part alone
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 256
@@ -127,6 +135,22 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.log_every = 100
   c.train.export = False  # write a SavedModel at the end of training
+  # Training length, validation and early stopping. Exactly one of
+  # train.steps and train.epochs is > 0; epochs -> steps =
+  # ceil(epochs * train rows / batch_size), resolved before the model is built.
+  c.train.epochs = 0.0
+  # Every eval_every steps (a multiple of checkpoint_every; 0 = off): log
+  # loss, AUC and normalized entropy on the validation data, to TensorBoard
+  # and MODEL_DIR/validation.json.
+  c.train.eval_every = 0
+  # Stop after this many evaluations without a lower validation log loss
+  # (0 = off); the best checkpoint (MODEL_DIR/best/) is then the one
+  # evaluated and exported.
+  c.train.early_stopping_patience = 0
+  # > 0: stop training at this step while the learning-rate schedule still
+  # spans the full length (the twin evaluator trains twins to the length
+  # model 0 chose by early stopping); 0 = train to the end.
+  c.train.stop_at_step = 0
 
   c.seed = ml_collections.ConfigDict()
   c.seed.init = 1  # weights
@@ -207,7 +231,7 @@ def override(config: ml_collections.ConfigDict,
 
 
 _POSITIVE = ("data.num_buckets", "model.embedding_dim", "train.batch_size",
-             "train.eval_batch_size", "train.steps", "train.learning_rate",
+             "train.eval_batch_size", "train.learning_rate",
              "train.embedding_learning_rate", "train.steps_per_execution",
              "train.checkpoint_every", "train.keep_checkpoints",
              "train.log_every", "model.ensemble_size", "data.cycle_length")
@@ -347,6 +371,14 @@ def _check_model_keys(m: ml_collections.ConfigDict) -> None:
   if top[-1] != 1:
     raise ConfigError(f"config key 'model.top_mlp' must end with width 1 (the "
                       f"logit), got {top!r}")
+  for key in ("embedding_l2", "dense_l2"):
+    if not m[key] >= 0.0:
+      raise ConfigError(f"config key 'model.{key}' must be >= 0, got "
+                        f"{m[key]!r}")
+  if not m.deep and not m.wide:
+    raise ConfigError("config key 'model.deep' is false and 'model.wide' is "
+                      "false: the model would have no logit; set "
+                      "model.wide=true for logistic regression")
   if m.interaction == "cross":
     if m.cross_num_layers < 1:
       raise ConfigError(f"config key 'model.cross_num_layers' must be >= 1, "
@@ -357,6 +389,31 @@ def _check_model_keys(m: ml_collections.ConfigDict) -> None:
 
 
 def _check_train_keys(t: ml_collections.ConfigDict) -> None:
+  """Length, validation and early-stopping keys; whether validation data
+  exists is the trainer's check (``train.check_validation``)."""
+  for key in ("steps", "epochs", "eval_every", "early_stopping_patience",
+              "stop_at_step"):
+    if t[key] < 0:
+      raise ConfigError(f"config key 'train.{key}' must be >= 0, got "
+                        f"{t[key]!r}")
+  if (t.steps > 0) == (t.epochs > 0):
+    raise ConfigError(
+        "config keys 'train.steps' and 'train.epochs': exactly one must be "
+        f"> 0, got train.steps={t.steps!r} and train.epochs={t.epochs!r} "
+        "(set the other to 0)")
+  if t.eval_every % t.checkpoint_every:
+    raise ConfigError(
+        "config key 'train.eval_every' must be a multiple of "
+        f"'train.checkpoint_every' ({t.eval_every} vs {t.checkpoint_every}): "
+        "validation runs when a checkpoint is written")
+  if t.early_stopping_patience and not t.eval_every:
+    raise ConfigError(
+        "config key 'train.early_stopping_patience' needs validation: set "
+        "'train.eval_every' > 0 (and validation data)")
+  if t.steps and t.stop_at_step > t.steps:
+    raise ConfigError(
+        f"config key 'train.stop_at_step' ({t.stop_at_step}) is beyond "
+        f"'train.steps' ({t.steps})")
   # Keras reports (and the trainer checkpoints) once per steps_per_execution.
   if t.checkpoint_every % t.steps_per_execution:
     raise ConfigError(

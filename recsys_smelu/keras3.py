@@ -54,24 +54,23 @@ be installed.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import keras
 from keras import ops
-import numpy as np
 
+from recsys_smelu import activation_params
 from recsys_smelu import activation_specs
 
 _PACKAGE = "recsys_smelu"
 
-# Trainable positive parameters are ``softplus(raw) + MIN_POSITIVE``: strictly
-# positive for any raw value, and never so small that float16 rounds them to
-# 0. The same value as recsys_smelu.activations.MIN_POSITIVE.
-MIN_POSITIVE = 1e-6
-
-GSMELU_PARAMS = ("g_neg", "g_pos", "alpha", "beta", "t")
-_POSITIVE_PARAMS = frozenset({"alpha", "beta"})
+# Parameter names, validation and the softplus parametrization are shared
+# with the tf.keras 2 side in recsys_smelu.activation_params (TF-free).
+MIN_POSITIVE = activation_params.MIN_POSITIVE
+GSMELU_PARAMS = activation_params.GSMELU_PARAMS
+softplus_inverse = activation_params.softplus_inverse
+_POSITIVE_PARAMS = activation_params.POSITIVE_PARAMS
+_check_constant_param = activation_params.check_constant_param
 _HALF_DTYPES = frozenset({"float16", "bfloat16"})
 
 
@@ -82,19 +81,6 @@ _HALF_DTYPES = frozenset({"float16", "bfloat16"})
 
 def _is_tensor_param(value: Any) -> bool:
   return isinstance(value, keras.Variable) or ops.is_tensor(value)
-
-
-def _check_constant_param(name: str, value: Any, positive: bool) -> None:
-  """Validates a parameter given as a Python number / numpy array."""
-  try:
-    array = np.asarray(value, dtype=np.float64)
-  except (TypeError, ValueError):
-    raise ValueError(f"{name} must be a number, a numpy array or a tensor, "
-                     f"got {value!r}") from None
-  if not np.all(np.isfinite(array)):
-    raise ValueError(f"{name} must be finite, got {value!r}")
-  if positive and not np.all(array > 0):
-    raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
 def _floating_input(op_name: str, x: Any):
@@ -306,22 +292,6 @@ def gsmelu(x, g_neg=0.0, g_pos=1.0, alpha=1.0, beta=1.0, t=0.0):
 # ---------------------------------------------------------------------------
 
 
-def softplus_inverse(value: float) -> float:
-  """raw with softplus(raw) = value, for value > 0 (stable for large value)."""
-  value = float(value)
-  if value > 30.0:
-    return value + math.log(-math.expm1(-value))
-  return math.log(math.expm1(value))
-
-
-def _positive_to_raw(value: float) -> float:
-  """Inverse of ``softplus(raw) + MIN_POSITIVE`` (value must be > 2e-6)."""
-  if value <= 2 * MIN_POSITIVE:
-    raise ValueError(f"trainable positive parameters must start above "
-                     f"{2 * MIN_POSITIVE}, got {value}")
-  return softplus_inverse(value - MIN_POSITIVE)
-
-
 class _ParametrizedActivation(keras.layers.Layer):
   """Shared machinery: fixed or trainable (scalar / per-unit) parameters.
 
@@ -336,36 +306,21 @@ class _ParametrizedActivation(keras.layers.Layer):
   def __init__(self, initial: Mapping[str, float],
                trainable_names: Iterable[str], per_unit: bool, **kwargs):
     super().__init__(**kwargs)
-    self._initial = {}
-    for name, value in initial.items():
-      _check_constant_param(name, value, positive=name in _POSITIVE_PARAMS)
-      self._initial[name] = float(value)
-    self._trainable_names = tuple(
-        name for name in initial if name in set(trainable_names))
-    if per_unit and not self._trainable_names:
-      raise ValueError(
-          f"{type(self).__name__}: per_unit=True needs trainable parameters "
-          "(a fixed per-unit value equals the scalar one)")
+    self._initial, self._trainable_names = activation_params.layer_parameters(
+        type(self).__name__, initial, trainable_names, per_unit)
     self.per_unit = bool(per_unit)
-    for name in self._trainable_names:
-      if name in _POSITIVE_PARAMS:
-        _positive_to_raw(self._initial[name])  # fail here, not at build
     self._raw_variables: dict[str, keras.Variable] = {}
     self.supports_masking = True
 
   def build(self, input_shape):
-    shape = ()
-    if self.per_unit:
-      units = input_shape[-1] if input_shape else None
-      if units is None:
-        raise ValueError(f"{type(self).__name__}(per_unit=True) needs a known "
-                         f"last dimension, got input shape {input_shape}")
-      shape = (units,)
+    shape = activation_params.variable_shape(
+        type(self).__name__, self.per_unit,
+        input_shape[-1] if input_shape else None, input_shape)
     for name in self._trainable_names:
-      value = self._initial[name]
-      raw = _positive_to_raw(value) if name in _POSITIVE_PARAMS else value
+      variable_name, raw = activation_params.raw_variable(
+          name, self._initial[name])
       self._raw_variables[name] = self.add_weight(
-          name=f"{name}_raw" if name in _POSITIVE_PARAMS else name,
+          name=variable_name,
           shape=shape,
           initializer=keras.initializers.Constant(raw),
           trainable=True,
@@ -375,12 +330,10 @@ class _ParametrizedActivation(keras.layers.Layer):
   def parameter_values(self) -> dict[str, Any]:
     """Current parameter values: floats for fixed ones, tensors of the
     variable dtype for trainable ones (positive ones decoded from raw)."""
-    values = dict(self._initial)
-    for name, variable in self._raw_variables.items():
-      raw = variable.value
-      values[name] = (ops.softplus(raw) + MIN_POSITIVE
-                      if name in _POSITIVE_PARAMS else raw)
-    return values
+    return activation_params.decode_parameters(
+        self._initial,
+        {name: variable.value for name, variable in self._raw_variables.items()},
+        ops.softplus)
 
   def compute_output_shape(self, input_shape):
     return input_shape
@@ -391,17 +344,7 @@ class _ParametrizedActivation(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SmeLU(_ParametrizedActivation):
-  """Smooth ReLU layer: ``smelu(x, beta)``, elementwise.
-
-  Args:
-    beta: half-width of the quadratic region (> 0); the fixed value, or the
-      initial value when trainable.
-    trainable_beta: learn beta. It is stored as ``beta_raw`` with
-      ``beta = softplus(beta_raw) + 1e-6`` (always > 0).
-    per_unit: with ``trainable_beta``, one beta per unit of the last axis
-      (a vector built at first call) instead of one per layer.
-    **kwargs: standard Layer arguments (name, dtype, ...).
-  """
+  __doc__ = activation_params.SMELU_LAYER_DOC
 
   def __init__(self, beta: float = 1.0, trainable_beta: bool = False,
                per_unit: bool = False, **kwargs):
@@ -415,53 +358,31 @@ class SmeLU(_ParametrizedActivation):
 
   def get_config(self):
     config = super().get_config()
-    config.update(beta=self.beta, trainable_beta=self.trainable_beta,
-                  per_unit=self.per_unit)
+    config.update(activation_params.smelu_config(
+        self.beta, self.trainable_beta, self.per_unit))
     return config
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class GeneralizedSmeLU(_ParametrizedActivation):
-  """Generalized SmeLU layer: ``gsmelu(x, g_neg, g_pos, alpha, beta, t)``.
-
-  Args:
-    g_neg: slope left of ``-alpha``.
-    g_pos: slope right of ``beta``.
-    alpha: left extent of the quadratic region (> 0).
-    beta: right extent of the quadratic region (> 0).
-    t: value at ``x = -alpha``.
-    trainable_params: which parameters to learn: False (none), True (all
-      five), or a list of names from ``g_neg, g_pos, alpha, beta, t``. Alpha
-      and beta are stored as ``softplus(raw) + 1e-6`` (always > 0); slopes and
-      t are unconstrained.
-    per_unit: one value per unit of the last axis for the trained parameters.
-    **kwargs: standard Layer arguments (name, dtype, ...).
-  """
+  __doc__ = activation_params.GSMELU_LAYER_DOC
 
   def __init__(self, g_neg: float = 0.0, g_pos: float = 1.0,
                alpha: float = 1.0, beta: float = 1.0, t: float = 0.0,
                trainable_params: Union[bool, Sequence[str]] = False,
                per_unit: bool = False, **kwargs):
-    if isinstance(trainable_params, bool):
-      names = GSMELU_PARAMS if trainable_params else ()
-    else:
-      names = tuple(trainable_params)
-      unknown = sorted(set(names) - set(GSMELU_PARAMS))
-      if unknown:
-        raise ValueError(f"GeneralizedSmeLU: unknown trainable_params "
-                         f"{unknown}; valid: {', '.join(GSMELU_PARAMS)}")
+    names = activation_params.gsmelu_trainable_names(trainable_params)
     initial = dict(g_neg=g_neg, g_pos=g_pos, alpha=alpha, beta=beta, t=t)
     super().__init__(initial, names, per_unit, **kwargs)
-    self.trainable_params = [n for n in GSMELU_PARAMS if n in set(names)]
+    self.trainable_params = list(self._trainable_names)
 
   def call(self, inputs):
     return gsmelu(inputs, **self.parameter_values())
 
   def get_config(self):
     config = super().get_config()
-    config.update(self._initial)
-    config.update(trainable_params=list(self.trainable_params),
-                  per_unit=self.per_unit)
+    config.update(activation_params.gsmelu_config(
+        self._initial, self.trainable_params, self.per_unit))
     return config
 
 

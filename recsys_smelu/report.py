@@ -838,6 +838,11 @@ def _report_markdown(results: Mapping[str, Any], plots: Mapping[str, bool],
   lines.append(f"- Variants: {len(variants)}; models per variant: "
                + ", ".join(f"{v['name']} {len(v['models'])}" for v in variants))
   lines.append(f"- Varied between the models of a variant: {varied_text}")
+  lengths = [v for v in variants if "train_steps" in v]
+  if lengths:
+    lines.append("- Training length: " + "; ".join(
+        f"{v['name']} {v['train_steps']} steps ({v.get('length_from', 'config')})"
+        for v in lengths))
   lines.append(f"- Reference for PD and accuracy comparisons: "
                f"{results['reference'] or 'none'}")
   lines += ["", "## Results", "", markdown_table(header, rows)]

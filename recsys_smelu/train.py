@@ -21,6 +21,20 @@ reshuffle, deterministic interleave), so on restart from a checkpoint at step
 again but never trained on). The step lives in the optimizer's ``iterations``,
 which is checkpointed with the model and the optimizer slots.
 
+Length: ``train.steps``, or ``train.epochs`` resolved to
+``ceil(epochs * train rows / batch_size)`` steps before the model is built
+(``total_steps``; the learning-rate schedules span it; eval_metrics.json
+records it as ``train_steps``). ``train.stop_at_step`` stops earlier under
+the same schedule.
+
+Validation and early stopping: every ``train.eval_every`` steps (at a
+checkpoint) the validation split is scored (``validation.json``,
+TensorBoard ``validation/*``); the best checkpoint by validation log loss is
+kept in ``best/``. With ``train.early_stopping_patience`` training stops
+after that many evaluations without a lower log loss, and the best
+checkpoint is the one evaluated and exported. The state survives a kill:
+see ``_Validation``.
+
 Optimizers: embedding tables and dense layers get separate optimizers
 (``train.embedding_optimizer`` / ``train.optimizer``). The trainer compiles the
 model with the dense one; the model owns the embedding one (on CPU/GPU its
@@ -63,6 +77,8 @@ MODES = ("train", "eval", "train_and_eval")
 EVAL_METRICS_FILE = "eval_metrics.json"
 PREDICTIONS_FILE = "predictions.npz"
 CHECKPOINT_SUBDIR = "checkpoints"
+VALIDATION_FILE = "validation.json"
+BEST_SUBDIR = "best"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -132,15 +148,19 @@ _DENSE_OPTIMIZERS = {
 }
 
 
-def learning_rate(base: float, train_config: ml_collections.ConfigDict):
+def learning_rate(base: float, train_config: ml_collections.ConfigDict,
+                  total_steps: Optional[int] = None):
   """``base`` with the warm-up and decay of ``train_config``
-  (``config.train``), through ``models.schedules``."""
+  (``config.train``) over ``total_steps`` (default ``train.steps``; see
+  ``total_steps``), through ``models.schedules``."""
   t = train_config
   return schedules.learning_rate(base, warmup_steps=t.warmup_steps,
-                                 total_steps=t.steps, decay=t.decay)
+                                 total_steps=total_steps or t.steps,
+                                 decay=t.decay)
 
 
-def make_dense_optimizer(config: ml_collections.ConfigDict
+def make_dense_optimizer(config: ml_collections.ConfigDict,
+                         total_steps: Optional[int] = None
                          ) -> tf.keras.optimizers.Optimizer:
   """The optimizer of every non-embedding variable (``train.optimizer``).
 
@@ -150,11 +170,12 @@ def make_dense_optimizer(config: ml_collections.ConfigDict
   """
   t = config.train
   return _DENSE_OPTIMIZERS[t.optimizer](
-      learning_rate=learning_rate(t.learning_rate, t))
+      learning_rate=learning_rate(t.learning_rate, t, total_steps))
 
 
 def build_model(config: ml_collections.ConfigDict,
-                schema: data_lib.FeatureSchema) -> models_lib.CTRModel:
+                schema: data_lib.FeatureSchema,
+                total_steps: Optional[int] = None) -> models_lib.CTRModel:
   """``models.build_model`` with the embedding optimizer ``config.train`` names.
 
   ``train.embedding_optimizer`` at ``train.embedding_learning_rate``, with
@@ -165,7 +186,62 @@ def build_model(config: ml_collections.ConfigDict,
       config, schema,
       embedding_optimizer=models_lib.embedding_optimizer(
           t.embedding_optimizer, t.embedding_learning_rate),
-      embedding_learning_rate=learning_rate(t.embedding_learning_rate, t))
+      embedding_learning_rate=learning_rate(t.embedding_learning_rate, t,
+                                            total_steps))
+
+
+# ----------------------------------------------------------------------------
+# Training length and validation data
+
+
+def total_steps(config: ml_collections.ConfigDict) -> int:
+  """The run's length in optimizer steps: ``train.steps``, or with
+  ``train.epochs`` ``ceil(epochs * train rows / train.batch_size)`` (the
+  rows the training split holds, ``data.count_rows``). Known before the
+  model is built: the learning-rate schedule spans it."""
+  t = config.train
+  if t.steps > 0:
+    return t.steps
+  rows = data_lib.count_rows(config, "train")
+  if rows <= 0:
+    raise config_lib.ConfigError(
+        "config key 'train.epochs': the training split has no rows")
+  steps = math.ceil(t.epochs * rows / t.batch_size)
+  if t.stop_at_step > steps:
+    raise config_lib.ConfigError(
+        f"config key 'train.stop_at_step' ({t.stop_at_step}) is beyond the "
+        f"{steps} steps of train.epochs={t.epochs!r}")
+  return steps
+
+
+def check_validation(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError when ``train.eval_every`` or
+  ``train.early_stopping_patience`` is set without validation data. Run
+  before any model is built."""
+  t = config.train
+  key = ("train.early_stopping_patience" if t.early_stopping_patience
+         else "train.eval_every" if t.eval_every else None)
+  if key and not data_lib.has_validation(config):
+    raise config_lib.ConfigError(
+        f"config key {key!r} needs validation data, and the config has none: "
+        "set data.validation_files, or data.validation_fraction (with "
+        "data.validation_split)")
+
+
+def check_data_splits(config: ml_collections.ConfigDict) -> None:
+  """``data.check_splits`` (row ranges inside their files, no empty split)
+  when the config selects rows, has validation data or counts epochs; a
+  plain run's files are not counted (a Criteo day is large). Run before any
+  model is built."""
+  d, t = config.data, config.train
+  if d.train_rows or d.eval_rows or t.epochs or data_lib.has_validation(config):
+    data_lib.check_splits(config)
+
+
+def validation_dataset(config: ml_collections.ConfigDict) -> tf.data.Dataset:
+  """The validation split in a fixed order, never shuffled, last batch kept."""
+  return data_lib.build_dataset(config, "validation",
+                                config.train.eval_batch_size)
 
 
 # ----------------------------------------------------------------------------
@@ -202,8 +278,9 @@ class _TrainingMonitor(tf.keras.callbacks.Callback):
 
   def __init__(self, manager: tf.train.CheckpointManager, total_steps: int,
                global_batch_size: int, log_every: int, writer, interactive: bool,
-               bad_rows=None):
+               bad_rows=None, validation: Optional[_Validation] = None):
     super().__init__()
+    self._validation = validation
     compat.receive_logs_as_tensors(self)
     self._bad_rows = bad_rows
     self._manager = manager
@@ -277,7 +354,14 @@ class _TrainingMonitor(tf.keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     if self.non_finite_step is None:
-      self._manager.save(checkpoint_number=self._step())
+      step = self._step()
+      self._manager.save(checkpoint_number=step)
+      if self._validation is not None and self._validation.is_due(step):
+        self._validation.evaluate(step)
+        if self._validation.should_stop():
+          logging.info("Early stopping at step %d: best validation log loss "
+                       "at step %d", step, self._validation.best()["step"])
+          self.model.stop_training = True
     if self._bad_rows is not None and self._bad_rows.total:
       logging.warning("Training data so far: %s", self._bad_rows.summary())
 
@@ -337,6 +421,133 @@ def predict(model: tf.keras.Model, dataset: tf.data.Dataset,
   return result
 
 
+def _write_json_atomically(path: str, value: Any) -> None:
+  """Writes ``path`` through a temporary file and a rename, so a kill leaves
+  the old or the new file, never half of one."""
+  temporary = path + ".tmp"
+  with tf.io.gfile.GFile(temporary, "w") as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def read_validation(model_dir: str) -> list[dict[str, Any]]:
+  """``model_dir/validation.json``: ``[{"step", "logloss", "auc", "ne"}]``."""
+  path = os.path.join(model_dir, VALIDATION_FILE)
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+class _Validation:
+  """Validation every ``train.eval_every`` steps, and early stopping.
+
+  At a step ``s`` that is a multiple of ``eval_every`` (and at the last
+  step) the monitor, right after the rolling checkpoint of ``s``, calls
+  ``evaluate(s)``: exact log loss, AUC and normalized entropy
+  (``log loss / H(mean label)``, ``metrics.normalized_entropy``) of the
+  validation split go to TensorBoard (``validation/logloss`` ...,
+  ``work_dir/validation``) and to ``model_dir/validation.json``; a lower log
+  loss than every earlier one saves the model to ``model_dir/best/`` (one
+  checkpoint, kept apart from the rolling ones). With
+  ``train.early_stopping_patience = P`` training stops once P evaluations
+  in a row found no lower log loss.
+
+  The early-stopping state is ``validation.json`` itself (the best step is
+  the first with the lowest log loss), written atomically after the rolling
+  checkpoint and before the best one. So after a kill, ``resume(step)`` at
+  the restored checkpoint drops records past it, evaluates ``step`` if
+  its record is missing, and saves the best checkpoint if its record is
+  there but the checkpoint is not: the state is then the one an
+  uninterrupted run had at ``step``.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict,
+               model: tf.keras.Model, checkpoint: tf.train.Checkpoint,
+               strategy: tf.distribute.Strategy, model_dir: str,
+               work_dir: str, total: int):
+    t = config.train
+    self._config = config
+    self._model = model
+    self._strategy = strategy
+    self._model_dir = model_dir
+    self._chief = _is_chief(strategy)
+    self._every = t.eval_every
+    self._patience = t.early_stopping_patience
+    self._total = total
+    self._dataset = None
+    self._predictor = None
+    self.best_manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(work_dir, BEST_SUBDIR), max_to_keep=1)
+    self._writer = tf.summary.create_file_writer(
+        os.path.join(work_dir, "validation")) if self._chief else None
+    self.records = read_validation(model_dir)
+
+  def is_due(self, step: int) -> bool:
+    return step > 0 and (step % self._every == 0 or step == self._total)
+
+  def best(self) -> Optional[dict[str, Any]]:
+    """The first record with the lowest validation log loss."""
+    return min(self.records, key=lambda r: r["logloss"]) if self.records \
+        else None
+
+  def should_stop(self) -> bool:
+    """P evaluations in a row after the best one found no lower log loss."""
+    best = self.best()
+    if not self._patience or best is None:
+      return False
+    after = sum(1 for r in self.records if r["step"] > best["step"])
+    return after >= self._patience
+
+  def resume(self, step: int) -> None:
+    """Brings the state to the restored ``step`` (see the class docstring)."""
+    self.records = [r for r in self.records if r["step"] <= step]
+    if self.is_due(step) and (not self.records
+                              or self.records[-1]["step"] != step):
+      with self._strategy.scope():
+        self.evaluate(step)
+      return
+    best = self.best()
+    if best is not None and best["step"] == step and not (
+        self.best_checkpoint() or "").endswith(f"-{step}"):
+      self.best_manager.save(checkpoint_number=step)
+
+  def best_checkpoint(self) -> Optional[str]:
+    return self.best_manager.latest_checkpoint
+
+  def evaluate(self, step: int) -> dict[str, Any]:
+    """Scores the validation split at ``step``; records it and keeps the
+    best checkpoint. Call after the rolling checkpoint of ``step``."""
+    if self._dataset is None:
+      self._dataset = validation_dataset(self._config)
+      self._predictor = _PredictWithLabels(self._model)
+    outputs = self._predictor.predict(self._dataset, verbose=0)
+    logits = outputs["logit"].astype(np.float64)
+    probabilities = 1.0 / (1.0 + np.exp(-logits))
+    labels = outputs["label"].astype(np.float64)
+    logloss = metrics_lib.log_loss(labels, probabilities)
+    try:
+      auc = metrics_lib.roc_auc(labels, probabilities)
+    except metrics_lib.MetricInputError:  # one class only
+      auc = None
+    record = {"step": int(step), "logloss": logloss, "auc": auc,
+              "ne": metrics_lib.normalized_entropy(logloss, labels.mean())}
+    previous = self.best()
+    self.records.append(record)
+    logging.info("Validation at step %d: %s", step, json.dumps(record))
+    if self._chief:
+      _write_json_atomically(os.path.join(self._model_dir, VALIDATION_FILE),
+                             self.records)
+      with self._writer.as_default(step=step):
+        for name in ("logloss", "auc", "ne"):
+          if record[name] is not None:
+            tf.summary.scalar(f"validation/{name}", record[name])
+      self._writer.flush()
+    if previous is None or logloss < previous["logloss"]:
+      self.best_manager.save(checkpoint_number=step)
+    return record
+
+
 def check_eval_truth(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError unless ``data.eval_truth`` (when set) has one value
   per row of ``data.eval_files``, e.g. after overriding only the eval files
@@ -366,12 +577,14 @@ def read_eval_truth(path: str) -> Optional[np.ndarray]:
 
 def evaluate(config: ml_collections.ConfigDict, model: tf.keras.Model,
              strategy: tf.distribute.Strategy, model_dir: Optional[str],
-             bad_rows=None) -> dict[str, Any]:
+             bad_rows=None, extra: Optional[dict[str, Any]] = None
+             ) -> dict[str, Any]:
   """Exact AUC, log loss and calibration on the eval split.
 
   Writes ``model_dir/eval_metrics.json`` and ``model_dir/predictions.npz``
   (probabilities, labels and, with ``data.group_feature``, groups, in
-  eval-file order) when ``model_dir`` is given.
+  eval-file order) when ``model_dir`` is given. ``extra`` keys are added
+  to the metrics (the run's length and early stopping, see ``train``).
   """
   dataset = data_lib.build_dataset(config, "eval", config.train.eval_batch_size,
                                    bad_rows=bad_rows)
@@ -387,6 +600,7 @@ def evaluate(config: ml_collections.ConfigDict, model: tf.keras.Model,
   result["step"] = int(model.optimizer.iterations.numpy()) if model.optimizer else 0
   if bad_rows is not None:
     result["skipped_bad_rows"] = bad_rows.total
+  result.update(extra or {})
   if model_dir and _is_chief(strategy):
     with tf.io.gfile.GFile(os.path.join(model_dir, EVAL_METRICS_FILE), "w") as f:
       json.dump(result, f, indent=2, sort_keys=True)
@@ -408,13 +622,17 @@ class TrainResult:
   eval_metrics: Optional[dict[str, Any]]
   examples_per_second: Optional[float]
   checkpoint: Optional[str]
+  # The run's length (train.steps, or resolved from train.epochs) and, with
+  # early stopping, where it stopped (``step`` is then the best step).
+  total_steps: Optional[int] = None
+  last_step: Optional[int] = None
 
 
 def _absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Local data paths made absolute, so config.json works from any directory."""
   changes = {}
   for key in ("train_files", "eval_files", "movielens_dir", "eval_truth",
-              "schema_file"):
+              "validation_files", "schema_file"):
     value = config.data[key]
     if value and "://" not in value:
       changes[f"data.{key}"] = ",".join(
@@ -463,15 +681,17 @@ def prepare_tabular_schema(config: ml_collections.ConfigDict, model_dir: str,
   return config_lib.override(config, {"data.schema_file": path})
 
 
-def build(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy
+def build(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
+          total: Optional[int] = None
           ) -> tuple[tf.keras.Model, tf.train.Checkpoint]:
-  """Model + optimizer compiled under ``strategy``, and its checkpoint."""
+  """Model + optimizer compiled under ``strategy``, and its checkpoint;
+  the learning-rate schedules span ``total`` steps (``total_steps``)."""
   schema = data_lib.build_schema(config)
   with strategy.scope():
-    model = build_model(config, schema)
+    model = build_model(config, schema, total)
     if not isinstance(strategy, tf.distribute.TPUStrategy):
       models_lib.create_variables(model, schema)
-    optimizer = make_dense_optimizer(config)
+    optimizer = make_dense_optimizer(config, total)
     model.compile(optimizer=optimizer,
                   steps_per_execution=config.train.steps_per_execution,
                   jit_compile=config.train.jit_compile)
@@ -486,7 +706,11 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
   """Trains and/or evaluates the model ``config`` describes in ``model_dir``.
 
   Resumes from the latest checkpoint in ``model_dir/checkpoints`` when there is
-  one. Raises ``NonFiniteLossError`` (keeping the last good checkpoint) when
+  one. With ``train.eval_every`` the validation split is scored during
+  training (``model_dir/validation.json``); with
+  ``train.early_stopping_patience`` training stops when its log loss stops
+  improving, and the best checkpoint (``model_dir/best/``) is the one
+  evaluated, exported and returned. Raises ``NonFiniteLossError`` (keeping the last good checkpoint) when
   the training loss becomes NaN or Inf, ``ConfigError`` for a bad config, and
   ``data.BadRowError`` (``file:line: bad row ...``) for a bad training or
   eval row under ``data.on_bad_row='error'``.
@@ -496,6 +720,11 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
   config = _absolute_paths(config_lib.validate(config))
   if mode in ("eval", "train_and_eval"):
     check_eval_truth(config)
+  check_data_splits(config)
+  check_validation(config)
+  total = total_steps(config)
+  if config.train.epochs:
+    logging.info("train.epochs=%g: %d steps", config.train.epochs, total)
   strategy = strategy or tf.distribute.get_strategy()
   configure_determinism(config)
   work_dir = _worker_dir(model_dir, strategy)
@@ -504,7 +733,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
   if _is_chief(strategy):
     config_lib.save(config, model_dir)
 
-  model, checkpoint = build(config, strategy)
+  model, checkpoint = build(config, strategy, total)
   manager = tf.train.CheckpointManager(
       checkpoint, os.path.join(work_dir, CHECKPOINT_SUBDIR),
       max_to_keep=config.train.keep_checkpoints)
@@ -517,14 +746,26 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     raise FileNotFoundError(f"--mode=eval: no checkpoint in "
                             f"{os.path.join(model_dir, CHECKPOINT_SUBDIR)}")
 
+  validation = None
+  if config.train.eval_every:
+    validation = _Validation(config, model, checkpoint, strategy, model_dir,
+                             work_dir, config.train.stop_at_step or total)
   bad_rows = data_lib.BadRowCounter()
   rate = None
   if mode in ("train", "train_and_eval"):
     with _bad_row_as_data_error():
+      if validation is not None:
+        validation.resume(int(model.optimizer.iterations.numpy()))
       rate = _fit(config, model, manager, strategy, work_dir, bad_rows,
-                  sys.stderr.isatty() if interactive is None else interactive)
+                  sys.stderr.isatty() if interactive is None else interactive,
+                  total, validation)
     if bad_rows.total:
       logging.warning("Training data: %s", bad_rows.summary())
+  last_step = int(model.optimizer.iterations.numpy())
+  early_stopping = None
+  if validation is not None and config.train.early_stopping_patience:
+    early_stopping = _restore_best(validation, checkpoint, model_dir,
+                                   last_step, config.train.stop_at_step or total)
   step = int(model.optimizer.iterations.numpy())
   if work_dir != model_dir:
     tf.io.gfile.rmtree(work_dir)
@@ -534,18 +775,69 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     eval_bad_rows = data_lib.BadRowCounter()
     with _bad_row_as_data_error():
       eval_metrics = evaluate(config, model, strategy, model_dir,
-                              eval_bad_rows)
+                              eval_bad_rows,
+                              extra=_length_outputs(config, total,
+                                                    early_stopping))
     logging.info("Eval at step %d: %s", step, json.dumps(eval_metrics))
     if eval_bad_rows.total:
       logging.warning("Eval data: %s", eval_bad_rows.summary())
   if config.train.export and _is_chief(strategy):
     from recsys_smelu import export as export_lib  # pylint: disable=g-import-not-at-top
+    # A model built under a distribution strategy is rebuilt on CPU from
+    # a checkpoint: the best one when early stopping chose it.
+    best = (early_stopping or {}).get("checkpoint")
+    rebuilt = best and not _on_default_strategy(strategy)
     export_lib.export_saved_model(model_dir, os.path.join(model_dir, "export"),
-                                  model=model, config=config)
+                                  model=model, config=config,
+                                  checkpoint=best if rebuilt else None)
   return TrainResult(model=model, step=step, eval_metrics=eval_metrics,
                      examples_per_second=rate,
-                     checkpoint=tf.train.latest_checkpoint(
-                         os.path.join(model_dir, CHECKPOINT_SUBDIR)))
+                     checkpoint=(early_stopping or {}).get("checkpoint") or
+                     tf.train.latest_checkpoint(
+                         os.path.join(model_dir, CHECKPOINT_SUBDIR)),
+                     total_steps=total, last_step=last_step)
+
+
+def _on_default_strategy(strategy: tf.distribute.Strategy) -> bool:
+  return not isinstance(strategy, (tf.distribute.MirroredStrategy,
+                                   tf.distribute.MultiWorkerMirroredStrategy,
+                                   tf.distribute.TPUStrategy))
+
+
+def _restore_best(validation: _Validation, checkpoint: tf.train.Checkpoint,
+                  model_dir: str, last_step: int, stop_step: int
+                  ) -> dict[str, Any]:
+  """Restores the best validation checkpoint into the model (its optimizer
+  step is then the best step); returns what eval_metrics.json reports of
+  it. ``model_dir/best`` is read (the chief's), as for resume."""
+  best = validation.best()
+  path = tf.train.latest_checkpoint(os.path.join(model_dir, BEST_SUBDIR))
+  if best is None or path is None or not path.endswith(f"-{best['step']}"):
+    raise FileNotFoundError(
+        f"train.early_stopping_patience: no best checkpoint for "
+        f"{os.path.join(model_dir, VALIDATION_FILE)} in "
+        f"{os.path.join(model_dir, BEST_SUBDIR)} (trained yet?)")
+  checkpoint.restore(path).expect_partial()
+  logging.info("Restored the best checkpoint %s (validation log loss %.6f)",
+               path, best["logloss"])
+  return {"checkpoint": path, "last_step": last_step,
+          "best_validation_logloss": best["logloss"],
+          "stopped_early": last_step < stop_step}
+
+
+def _length_outputs(config: ml_collections.ConfigDict, total: int,
+                    early_stopping: Optional[dict[str, Any]]) -> dict[str, Any]:
+  """The keys eval_metrics.json adds to the metrics: ``train_steps`` (the
+  resolved length) with ``train.epochs``; ``last_step``,
+  ``best_validation_logloss`` and ``stopped_early`` with early stopping.
+  None by default, so a default run's file is as before."""
+  extra = {}
+  if config.train.epochs:
+    extra["train_steps"] = total
+  if early_stopping:
+    extra.update({k: v for k, v in early_stopping.items()
+                  if k != "checkpoint"})
+  return extra
 
 
 DATAFRAMES_SUBDIR = "dataframes"
@@ -595,13 +887,19 @@ def _bad_row_as_data_error():
     raise bad_row from None
 
 
-def _fit(config, model, manager, strategy, work_dir, bad_rows, interactive
-         ) -> Optional[float]:
-  """Runs Keras fit from the restored step to ``train.steps``."""
+def _fit(config, model, manager, strategy, work_dir, bad_rows, interactive,
+         total, validation=None) -> Optional[float]:
+  """Runs Keras fit from the restored step to ``total`` (``total_steps``),
+  or to ``train.stop_at_step``, or until early stopping."""
   t = config.train
+  stop = t.stop_at_step or total
   start = int(model.optimizer.iterations.numpy())
-  if start >= t.steps:
-    logging.info("Already trained to step %d (train.steps=%d)", start, t.steps)
+  if start >= stop:
+    logging.info("Already trained to step %d (of %d)", start, stop)
+    return None
+  if validation is not None and validation.should_stop():
+    logging.info("Already stopped early at step %d (best: step %d)", start,
+                 validation.best()["step"])
     return None
 
   def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -614,9 +912,9 @@ def _fit(config, model, manager, strategy, work_dir, bad_rows, interactive
 
   writer = tf.summary.create_file_writer(os.path.join(work_dir, "train")) \
       if _is_chief(strategy) else None
-  monitor = _TrainingMonitor(manager, t.steps, t.batch_size, t.log_every, writer,
-                             interactive, bad_rows)
-  epochs = math.ceil(t.steps / t.checkpoint_every)
+  monitor = _TrainingMonitor(manager, stop, t.batch_size, t.log_every, writer,
+                             interactive, bad_rows, validation)
+  epochs = math.ceil(stop / t.checkpoint_every)
   try:
     model.fit(dataset, epochs=epochs, initial_epoch=start // t.checkpoint_every,
               steps_per_epoch=t.checkpoint_every, callbacks=[monitor],

@@ -7,14 +7,25 @@ accuracy?" in one command::
       --variants=relu,smelu:beta=1,gelu --num_models=3 --vary=init,data_order
 
 A *variant* is a config change: an activation spec (``smelu:beta=0.5``), an
-ensemble (``ensemble:n=2``), or a named set of dotted-key changes listed by the
-config file's optional ``get_variants()``; ``--variant='NAME:section.key=value;
-section.key=value'`` (repeatable) names one more that sets any config keys.
-Each variant trains ``num_models``
-models that differ only in the seeds ``--vary`` names (``init``, ``data_order``,
+ensemble (``ensemble:n=2``), the built-in ``logreg`` (logistic regression on
+the same features, its L2 and learning rate chosen on the validation split
+(``data.validation_*``) by ``recsys_smelu.logreg.select`` once, before its
+models train; ``linear`` stays the identity activation), or a named set of
+dotted-key changes listed by the config file's optional ``get_variants()``;
+``--variant='NAME:section.key=value;section.key=value'`` (repeatable) names
+one more that sets any config keys. Each variant trains ``num_models`` models
+that differ only in the seeds ``--vary`` names (``init``, ``data_order``,
 ``dropout``; ``none`` = all equal, and then, with determinism on, the PD must be
 exactly 0). Model ``i`` of every variant uses the same seeds, so variants are
 compared on equal footing.
+
+Training length: twins of a variant train for the same number of steps.
+With ``train.early_stopping_patience`` model 0 of each variant trains first
+and chooses the length on validation (its best step); the other models then
+train exactly that many steps (``train.stop_at_step``, early stopping off,
+same learning-rate schedule), so they differ only in what ``--vary`` names.
+Each variant's ``train_steps`` and where it came from (``length_from``) are
+in the results and in report.md.
 
 Every model is trained by the same trainer as ``recsys_smelu.train`` (its
 command line, in a subprocess: isolation of process-global TF settings,
@@ -61,6 +72,7 @@ import numpy as np
 
 from recsys_smelu import activations as activations_lib
 from recsys_smelu import config as config_lib
+from recsys_smelu import logreg as logreg_lib
 from recsys_smelu import metrics as metrics_lib
 from recsys_smelu import native
 from recsys_smelu import platform_info
@@ -70,6 +82,9 @@ VARY_CHOICES = ("init", "data_order", "dropout", "none")
 _SEED_KEYS = {"init": "seed.init", "data_order": "seed.data",
               "dropout": "seed.dropout"}
 DONE_FILE = "run_done.json"
+# The built-in logistic-regression variant and where its choice is kept.
+LOGREG_VARIANT = "logreg"
+SELECTION_FILE = "selection.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +128,8 @@ def parse_variant(spec: str, named: Optional[dict[str, dict]] = None) -> Variant
   """
   if named and spec in named:
     return Variant(spec, spec, dict(named[spec]))
+  if spec == LOGREG_VARIANT:  # L2 and rate: select_on_validation
+    return Variant(spec, spec, dict(logreg_lib.MODEL_CHANGES))
   if spec == "ensemble" or spec.startswith("ensemble:"):
     params = dict(p.split("=", 1) for p in spec.partition(":")[2].split(",")
                   if p)
@@ -259,6 +276,50 @@ def variants_from_flags(variants_text: str, variant_texts: Sequence[str],
   return variants
 
 
+def select_on_validation(config: ml_collections.ConfigDict, variant: Variant,
+                         output_dir: str, mode: str = "all") -> Variant:
+  """``variant`` with the hyperparameters it chooses on validation data.
+
+  Only the built-in ``logreg`` chooses any: its L2 and learning rate, by
+  ``logreg.select`` on the validation split (``data.validation_*``) with
+  model 0's seeds, so all its models train at one point. The choice is made
+  once per output directory: ``OUT/runs/logreg/selection.json`` keeps it
+  (and the grid's validation log losses) for reruns and ``--mode=report``;
+  a changed config chooses again. Other variants come back unchanged.
+  """
+  if variant.spec != LOGREG_VARIANT:
+    return variant
+  base = config_lib.override(config, variant.changes)
+  path = os.path.join(output_dir, "runs", variant.name, SELECTION_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved["config"] == base.to_dict():
+      return Variant(variant.name, variant.spec, saved["changes"])
+  if mode == "report":
+    raise ValueError(f"variant {variant.spec!r}: no {path} for this config; "
+                     "train first (--mode=train or all)")
+  from recsys_smelu import data as data_lib  # pylint: disable=g-import-not-at-top
+  if not data_lib.has_validation(base):
+    raise config_lib.ConfigError(
+        f"variant {variant.spec!r} chooses its L2 and learning rate on "
+        "validation data: set config key 'data.validation_files' or "
+        "'data.validation_fraction' (MovieLens: "
+        "'data.validation_ratings_per_user')")
+  selection = logreg_lib.select(base, data_lib.build_dataset(
+      base, "validation", base.train.eval_batch_size))
+  logging.info("%s: l2=%g, learning rate %g (validation log loss %.5f)",
+               variant.name, selection.l2, selection.learning_rate,
+               selection.validation_logloss)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump({"config": base.to_dict(), "changes": selection.changes,
+               "l2": selection.l2, "learning_rate": selection.learning_rate,
+               "validation_logloss": selection.validation_logloss,
+               "grid": selection.grid}, f, indent=2)
+  return Variant(variant.name, variant.spec, selection.changes)
+
+
 def model_seeds(config: ml_collections.ConfigDict, index: int,
                 vary: Sequence[str]) -> dict[str, int]:
   """Seeds of model ``index``: the config's, plus ``index`` where varied."""
@@ -277,6 +338,27 @@ def run_config(base: ml_collections.ConfigDict, variant: Variant, index: int,
   changes.update({_SEED_KEYS[k]: v for k, v in seeds.items()})
   changes["train.export"] = True
   return config_lib.override(base, changes)
+
+
+def uses_early_stopping(config: ml_collections.ConfigDict) -> bool:
+  return config.train.early_stopping_patience > 0
+
+
+def twin_config(config: ml_collections.ConfigDict, length: int
+                ) -> ml_collections.ConfigDict:
+  """The config of model i > 0 of a variant whose model 0 chose ``length``
+  by early stopping: no early stopping, training stopped at ``length``
+  (``train.stop_at_step``) under the same learning-rate schedule (which
+  spans ``train.steps`` / ``train.epochs``), so the twins differ from model
+  0 only in what ``--vary`` names."""
+  return config_lib.override(config, {"train.early_stopping_patience": 0,
+                                      "train.stop_at_step": int(length)})
+
+
+def _evaluated_step(run_dir: str) -> int:
+  from recsys_smelu import train as train_lib  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(run_dir, train_lib.EVAL_METRICS_FILE)) as f:
+    return int(json.load(f)["step"])
 
 
 # ----------------------------------------------------------------------------
@@ -333,23 +415,36 @@ def prune_run_dir(run_dir: str) -> list[str]:
   (``ckpt-<step>``, which the checkpoint state then lists alone) and the
   newest SavedModel under ``export/``; deletes the other checkpoints and
   exports. Keeps everything when ``ckpt-<step>`` is not there, so a
-  run is never left without the checkpoint its metrics came from.
+  run is never left without the checkpoint its metrics came from. With
+  early stopping (``eval_metrics.json`` has ``last_step``) that checkpoint
+  is the best one, in ``best/``, and the rolling ones are all deleted;
+  otherwise ``best/`` (validation without early stopping) is deleted.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from recsys_smelu import train as train_lib  # pylint: disable=g-import-not-at-top
   with open(os.path.join(run_dir, train_lib.EVAL_METRICS_FILE)) as f:
-    step = json.load(f)["step"]
-  checkpoint_dir = os.path.join(run_dir, train_lib.CHECKPOINT_SUBDIR)
+    metrics = json.load(f)
+  step = metrics["step"]
+  rolling_dir = os.path.join(run_dir, train_lib.CHECKPOINT_SUBDIR)
+  best_dir = os.path.join(run_dir, train_lib.BEST_SUBDIR)
+  checkpoint_dir, other_dir = ((best_dir, rolling_dir) if "last_step" in metrics
+                               else (rolling_dir, best_dir))
   keep = f"ckpt-{step}"
   if not os.path.exists(os.path.join(checkpoint_dir, keep + ".index")):
     logging.warning("%s: no checkpoint %s (the step of %s); nothing pruned",
-                    run_dir, keep, train_lib.EVAL_METRICS_FILE)
+                    run_dir, os.path.join(checkpoint_dir, keep),
+                    train_lib.EVAL_METRICS_FILE)
     return []
   deleted = [os.path.join(checkpoint_dir, name)
              for name in sorted(os.listdir(checkpoint_dir))
              if name != "checkpoint" and not name.startswith(keep + ".")]
+  if os.path.isdir(other_dir):
+    deleted += [os.path.join(other_dir, name)
+                for name in sorted(os.listdir(other_dir))]
   for path in deleted:
     os.remove(path)
+  if os.path.isdir(other_dir):
+    os.rmdir(other_dir)
   if deleted:  # the state then lists ckpt-<step> alone, as saved
     state = tf.train.get_checkpoint_state(checkpoint_dir)
     saved_at = dict(zip((os.path.basename(path)
@@ -375,7 +470,47 @@ def prune_run_dir(run_dir: str) -> list[str]:
   return deleted
 
 
+def set_twin_lengths(runs: Sequence[Run]) -> dict[str, str]:
+  """Gives the twins of every early-stopping variant model 0's length.
+
+  Model 0 of a variant whose config has ``train.early_stopping_patience``
+  chooses the length on validation; when it is finished, the other models'
+  configs become ``twin_config(config, its best step)`` (in place). Returns
+  ``{run_dir: reason}`` of the twins whose model 0 is not finished.
+  """
+  firsts = {run.variant.name: run for run in runs if run.index == 0}
+  waiting = {}
+  for run in runs:
+    first = firsts.get(run.variant.name)
+    if run.index == 0 or first is None or not uses_early_stopping(run.config):
+      continue
+    if not first.is_done():
+      waiting[run.run_dir] = (f"waits for the training length of model 0 "
+                              f"({first.run_dir})")
+      continue
+    run.config = twin_config(run.config, _evaluated_step(first.run_dir))
+  return waiting
+
+
 def train_runs(runs: Sequence[Run], parallel: int = 1) -> dict[str, str]:
+  """Trains the unfinished runs; returns {run_dir: error} of failed ones.
+
+  With early stopping, model 0 of each variant trains first and the other
+  models then train to its length (``set_twin_lengths``).
+  """
+  waiting = set_twin_lengths(runs)
+  if not waiting:
+    return _train_runs(runs, parallel)
+  ready = [run for run in runs if run.run_dir not in waiting]
+  failures = _train_runs(ready, parallel)
+  still_waiting = set_twin_lengths(runs)
+  failures.update(still_waiting)
+  failures.update(_train_runs([r for r in runs if r.run_dir in waiting
+                               and r.run_dir not in still_waiting], parallel))
+  return failures
+
+
+def _train_runs(runs: Sequence[Run], parallel: int = 1) -> dict[str, str]:
   """Trains the unfinished runs; returns {run_dir: error} of failed ones.
 
   Builds the native ops first (``native.prepare``), so that the runs load
@@ -457,6 +592,7 @@ def summarize(runs: Sequence[Run], output_dir: str, vary: Sequence[str],
     entry = report_lib.summarize_variant(
         name, variant_runs[0].variant.spec, models, predictions, labels,
         truth=truth, groups=groups, k=top_k if groups is not None else None)
+    entry.update(_variant_length(variant_runs))
     variants.append(entry)
     if len(predictions) > 1:
       per_example_pd[name] = metrics_lib.per_example_relative_pd(predictions)
@@ -470,6 +606,28 @@ def summarize(runs: Sequence[Run], output_dir: str, vary: Sequence[str],
   }
   # Reference for PD comparisons: the variant named or specified 'relu'.
   return report_lib.add_comparisons(results), per_example_pd
+
+
+def _variant_length(variant_runs: Sequence[Run]) -> dict[str, Any]:
+  """``train_steps``: the steps the variant's evaluated models trained
+  (the step of their eval_metrics.json; model 0's best step with early
+  stopping), and ``length_from``: 'early stopping on validation (model 0)'
+  or 'config'; nothing for runs without eval_metrics.json. Raises
+  ValueError when the models disagree."""
+  from recsys_smelu import train as train_lib  # pylint: disable=g-import-not-at-top
+  if not all(os.path.exists(os.path.join(run.run_dir,
+                                         train_lib.EVAL_METRICS_FILE))
+             for run in variant_runs):
+    return {}
+  steps = sorted({_evaluated_step(run.run_dir) for run in variant_runs})
+  if len(steps) != 1:
+    raise ValueError(f"variant {variant_runs[0].variant.name!r}: its models "
+                     f"trained for different numbers of steps {steps}; twins "
+                     "must train equally long")
+  return {"train_steps": steps[0],
+          "length_from": ("early stopping on validation (model 0)"
+                          if uses_early_stopping(variant_runs[0].config)
+                          else "config")}
 
 
 def environment(config: ml_collections.ConfigDict, seconds_per_model,
@@ -609,6 +767,8 @@ def _evaluate_in(config, output_dir, variants, num_models, vary, parallel,
     raise ValueError("num_models must be >= 2: PD needs a pair")
   config = config_lib.validate(config)
   output_dir = os.path.abspath(output_dir)
+  variants = [select_on_validation(config, v, output_dir, mode)
+              for v in variants]
   runs = []
   for variant in variants:
     for i in range(num_models):
@@ -619,6 +779,8 @@ def _evaluate_in(config, output_dir, variants, num_models, vary, parallel,
   failures: dict[str, str] = {}
   if mode in ("all", "train"):
     failures = train_runs(runs, parallel)
+  else:
+    set_twin_lengths(runs)
   if mode == "train":
     return {}, failures
   finished = [r for r in runs if r.is_done()]

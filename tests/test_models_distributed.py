@@ -20,6 +20,7 @@ tf_keras2.ensure_keras2()  # before tensorflow: tf.keras is Keras 2
 
 _SCRIPT = r'''
 import json
+import sys
 import numpy as np
 import recsys_smelu
 import tensorflow as tf
@@ -42,7 +43,8 @@ labels = (rng.random(n) < 0.3).astype(np.float32)
 config = config_lib.override(config_lib.default_config(), {
     "model.embedding_dim": 4, "model.bottom_mlp": [8, 4],
     "model.top_mlp": [8, 1], "model.activation": "smelu:trainable=true",
-    "train.embedding_optimizer": "sgd", "train.embedding_learning_rate": 0.1})
+    "train.embedding_optimizer": "sgd", "train.embedding_learning_rate": 0.1,
+    **json.loads(sys.argv[1])})
 
 def train(strategy):
   data = tf.data.Dataset.from_tensor_slices((features, labels)).batch(64)
@@ -53,28 +55,39 @@ def train(strategy):
     model.compile(optimizer=tf.keras.optimizers.SGD(0.1))
   history = model.fit(data, epochs=2, verbose=0).history
   result = model.evaluate(data, return_dict=True, verbose=0)
-  return model(features).numpy(), history["loss"], result
+  return (model(features).numpy(), history["loss"], history["total_loss"],
+          result)
 
-one, one_loss, one_eval = train(tf.distribute.OneDeviceStrategy("/cpu:0"))
-two, two_loss, two_eval = train(
+one, one_loss, one_total, one_eval = train(
+    tf.distribute.OneDeviceStrategy("/cpu:0"))
+two, two_loss, two_total, two_eval = train(
     tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
 print("RESULT " + json.dumps({
     "max_abs_logit_diff": float(np.abs(one - two).max()),
     "loss_one": one_loss, "loss_two": two_loss,
+    "total_one": one_total, "total_two": two_total,
     "eval_one": one_eval, "eval_two": two_eval}))
 '''
 
 
 @pytest.mark.slow
-def test_mirrored_two_replicas_match_one_device():
-  proc = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True,
-                        text=True, timeout=300)
+@pytest.mark.parametrize("changes", [
+    {},
+    # The penalties are scaled like the global-batch loss: same steps too.
+    {"model.wide": True, "model.embedding_l2": 0.05, "model.dense_l2": 0.01},
+], ids=["plain", "wide_l2"])
+def test_mirrored_two_replicas_match_one_device(changes):
+  proc = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(changes)],
+                        capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-4000:]
   line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
   result = json.loads(line[len("RESULT "):])
   assert result["max_abs_logit_diff"] < 1e-4, result
-  for a, b in zip(result["loss_one"], result["loss_two"]):
+  for a, b in zip(result["loss_one"] + result["total_one"],
+                  result["loss_two"] + result["total_two"]):
     assert a == pytest.approx(b, rel=1e-4), result
+  if changes:
+    assert result["total_one"][0] > result["loss_one"][0] + 1e-3, result
   for key in ("loss", "log_loss", "auc", "mean_prediction", "mean_label"):
     assert result["eval_one"][key] == pytest.approx(
         result["eval_two"][key], rel=1e-4, abs=1e-6), key

@@ -31,6 +31,7 @@ def _run(code: str, **env) -> subprocess.CompletedProcess:
     "recsys_smelu.config",
     "recsys_smelu.metrics",
     "recsys_smelu.report",
+    "recsys_smelu.activation_params",
     "recsys_smelu.config, recsys_smelu.metrics, recsys_smelu.report",
 ])
 def test_light_parts_import_no_tensorflow_or_keras(modules):

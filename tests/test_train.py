@@ -464,6 +464,264 @@ def test_eval_truth_of_other_eval_files_is_a_config_error_before_building(
 
 
 # ----------------------------------------------------------------------------
+# Validation, epochs and early stopping (issue 15)
+
+
+def _validation_config(synthetic_dir, **changes):
+  """Trains on the first synthetic training file, validates on the second."""
+  base = {
+      "data__train_files": os.path.join(synthetic_dir,
+                                        "train-00000-of-00002.tsv"),
+      "data__validation_files": os.path.join(synthetic_dir,
+                                             "train-00001-of-00002.tsv"),
+      "train__checkpoint_every": 10, "train__eval_every": 10,
+  }
+  base.update(changes)
+  return tiny_config(synthetic_dir, **base)
+
+
+def _validation_labels(synthetic_dir) -> np.ndarray:
+  path = os.path.join(synthetic_dir, "train-00001-of-00002.tsv")
+  with open(path) as f:
+    return np.array([float(line.split("\t", 1)[0]) for line in f])
+
+
+def _event_steps(directory: str) -> dict[str, list[int]]:
+  steps: dict[str, list[int]] = {}
+  for path in sorted(glob.glob(os.path.join(directory, "events.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        steps.setdefault(value.tag, []).append(int(event.step))
+  return steps
+
+
+def test_validation_every_eval_every_steps_to_json_and_tensorboard(
+    synthetic_dir, tmp_path):
+  from recsys_smelu import metrics as metrics_lib
+  model_dir = tmp_path / "run"
+  result = train_lib.train(_validation_config(synthetic_dir, train__steps=20),
+                           str(model_dir), interactive=False)
+  records = json.loads((model_dir / "validation.json").read_text())
+  assert [r["step"] for r in records] == [10, 20]
+  base_rate = _validation_labels(synthetic_dir).mean()
+  for r in records:
+    assert set(r) == {"step", "logloss", "auc", "ne"}
+    assert 0.3 < r["logloss"] < 1.0 and 0.0 < r["auc"] < 1.0
+    assert r["ne"] == pytest.approx(
+        r["logloss"] / metrics_lib.base_rate_entropy(base_rate), rel=1e-12)
+  steps = _event_steps(str(model_dir / "validation"))
+  for tag in ("validation/logloss", "validation/auc", "validation/ne"):
+    assert steps[tag] == [10, 20], tag
+  # No early stopping: the last step is evaluated, with today's keys only.
+  assert result.step == 20
+  assert "last_step" not in result.eval_metrics
+  # The best validation checkpoint is still kept apart.
+  best = min(records, key=lambda r: r["logloss"])["step"]
+  assert tf.train.latest_checkpoint(str(model_dir / "best")).endswith(
+      f"ckpt-{best}")
+
+
+def test_validation_at_step_equals_scoring_that_checkpoint(synthetic_dir,
+                                                           tmp_path):
+  """validation.json's log loss at a step is that checkpoint's exact score."""
+  from recsys_smelu import data as data_lib
+  from recsys_smelu import metrics as metrics_lib
+  config = _validation_config(synthetic_dir, train__steps=20)
+  model_dir = str(tmp_path / "run")
+  train_lib.train(config, model_dir, mode="train", interactive=False)
+  records = json.loads(open(os.path.join(model_dir, "validation.json")).read())
+  model, checkpoint = train_lib.build(config_lib.validate(config),
+                                      tf.distribute.get_strategy(), 20)
+  checkpoint.restore(os.path.join(model_dir, "checkpoints", "ckpt-10")
+                     ).expect_partial()
+  scored = train_lib.predict(model, data_lib.build_dataset(
+      config, "validation", 256))
+  assert records[0]["step"] == 10
+  assert records[0]["logloss"] == pytest.approx(
+      metrics_lib.log_loss(scored["labels"], scored["probabilities"]),
+      rel=1e-6)
+  assert records[0]["auc"] == pytest.approx(
+      metrics_lib.roc_auc(scored["labels"], scored["probabilities"]), abs=1e-6)
+
+
+def test_epochs_resolve_steps_before_the_model_is_built(synthetic_dir,
+                                                        tmp_path, monkeypatch):
+  built = []
+  original_build = train_lib.build
+
+  def build(config, strategy, total=None):
+    built.append(total)
+    return original_build(config, strategy, total)
+
+  monkeypatch.setattr(train_lib, "build", build)
+  # 1500 training rows, 64 a batch: ceil(1.5 * 1500 / 64) = 36 steps.
+  config = _validation_config(synthetic_dir, train__steps=0, train__epochs=1.5,
+                              train__eval_every=0, train__decay="linear")
+  result = train_lib.train(config, str(tmp_path / "run"), interactive=False)
+  assert built == [36]
+  assert result.total_steps == 36 and result.step == 36
+  assert result.eval_metrics["train_steps"] == 36
+  # The schedule spans the resolved length: linear decay ends at 0.
+  from recsys_smelu import compat
+  assert compat.current_learning_rate(result.model.optimizer) == pytest.approx(
+      0.0, abs=1e-9)
+
+
+def test_default_run_writes_no_validation_outputs(synthetic_dir, tmp_path):
+  result = train_lib.train(tiny_config(synthetic_dir, train__steps=10),
+                           str(tmp_path / "run"), interactive=False)
+  assert not (tmp_path / "run" / "validation.json").exists()
+  assert not (tmp_path / "run" / "best").exists()
+  assert not (tmp_path / "run" / "validation").exists()
+  assert set(result.eval_metrics) == {
+      "auc", "logloss", "calibration", "mean_prediction", "mean_label",
+      "num_examples", "bayes_logloss", "excess_logloss", "step",
+      "skipped_bad_rows"}
+
+
+# Adam at 0.05 overfits 1500 rows within a few hundred steps.
+_OVERFITTING = {"train__learning_rate": 0.05, "train__steps": 300,
+                "train__early_stopping_patience": 2}
+
+
+@pytest.mark.slow
+def test_early_stopping_evaluates_and_exports_the_best_checkpoint(
+    synthetic_dir, tmp_path):
+  model_dir = tmp_path / "run"
+  config = _validation_config(synthetic_dir, train__export=True, **_OVERFITTING)
+  result = train_lib.train(config, str(model_dir), interactive=False)
+  records = json.loads((model_dir / "validation.json").read_text())
+  losses = [r["logloss"] for r in records]
+  best = records[int(np.argmin(losses))]
+  metrics = json.loads((model_dir / "eval_metrics.json").read_text())
+  assert metrics["stopped_early"] is True
+  assert metrics["step"] == best["step"] == result.step
+  assert metrics["last_step"] == records[-1]["step"] == result.last_step
+  assert metrics["last_step"] == best["step"] + 2 * 10  # patience 2
+  assert metrics["last_step"] < 300
+  assert metrics["best_validation_logloss"] == best["logloss"]
+  assert result.checkpoint.endswith(f"best/ckpt-{best['step']}")
+  assert sorted(os.listdir(model_dir / "export")) == [str(best["step"])]
+  # Re-evaluating (mode=eval) scores the best checkpoint again, not the last.
+  again = train_lib.train(config, str(model_dir), mode="eval",
+                          interactive=False)
+  assert again.eval_metrics["step"] == best["step"]
+  assert again.eval_metrics["logloss"] == pytest.approx(metrics["logloss"])
+  # A finished run that stopped early trains no further on a re-run.
+  rerun = train_lib.train(config, str(model_dir), mode="train",
+                          interactive=False)
+  assert rerun.last_step == metrics["last_step"]
+  assert json.loads((model_dir / "validation.json").read_text()) == records
+
+
+@pytest.mark.slow
+def test_resume_completes_validation_state_cut_by_a_kill(synthetic_dir,
+                                                         tmp_path):
+  """A kill after the rolling checkpoint of an evaluation step, before its
+  validation record (or before the best checkpoint): resume scores that step
+  and saves the best checkpoint, as an uninterrupted run would have."""
+  config = _validation_config(synthetic_dir, train__steps=20,
+                              train__early_stopping_patience=5)
+  model_dir = tmp_path / "run"
+  train_lib.train(config, str(model_dir), mode="train", interactive=False)
+  records = json.loads((model_dir / "validation.json").read_text())
+  assert [r["step"] for r in records] == [10, 20]
+  # Cut: record of step 20 and the best checkpoint gone.
+  (model_dir / "validation.json").write_text(json.dumps(records[:1]))
+  for path in glob.glob(str(model_dir / "best" / "*")):
+    os.remove(path)
+  resumed = train_lib.train(config_lib.override(config, {"train.steps": 30}),
+                            str(model_dir), mode="train", interactive=False)
+  after = json.loads((model_dir / "validation.json").read_text())
+  assert [r["step"] for r in after] == [10, 20, 30]
+  for before, now in zip(records, after):
+    assert now["step"] == before["step"]
+    for key in ("logloss", "auc", "ne"):
+      assert now[key] == pytest.approx(before[key], rel=1e-9), key
+  best = min(after, key=lambda r: r["logloss"])
+  assert resumed.step == best["step"]
+  assert tf.train.latest_checkpoint(str(model_dir / "best")).endswith(
+      f"ckpt-{best['step']}")
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"train__steps": 100, "train__epochs": 2.0},
+     r"'train.steps' and 'train.epochs': exactly one must be > 0"),
+    ({"train__steps": 0, "train__epochs": 0.0},
+     r"'train.steps' and 'train.epochs': exactly one must be > 0"),
+    ({"train__eval_every": 15},
+     r"'train.eval_every' must be a multiple of 'train.checkpoint_every' "
+     r"\(15 vs 10\)"),
+    ({"train__eval_every": 0, "train__early_stopping_patience": 2},
+     r"'train.early_stopping_patience' needs validation: set "
+     r"'train.eval_every'"),
+    ({"data__validation_files": "", "train__early_stopping_patience": 2},
+     r"'train.early_stopping_patience' needs validation data"),
+    ({"data__validation_files": ""},
+     r"'train.eval_every' needs validation data"),
+    ({"data__train_rows": "0:99999"}, r"data.train_rows"),
+])
+def test_bad_length_and_validation_keys_fail_before_building(
+    synthetic_dir, tmp_path, changes, match):
+  config = _validation_config(synthetic_dir, **changes)
+  with mock.patch.object(train_lib, "build",
+                         side_effect=AssertionError("model built")):
+    with pytest.raises(config_lib.ConfigError, match=match):
+      train_lib.train(config, str(tmp_path / "run"), interactive=False)
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_with_early_stopping_then_resume_matches_uninterrupted(
+    synthetic_dir, tmp_path):
+  """Killed mid-run (SIGKILL, wherever it lands around the checkpoint of
+  step 60), resumed: the same validation.json, best step, stop step,
+  predictions and best checkpoint as an uninterrupted run. At this learning
+  rate validation log loss is lowest at step 40 and training stops at 100."""
+  config = _validation_config(
+      synthetic_dir, determinism=True, train__steps=600,
+      train__checkpoint_every=20, train__eval_every=20, train__log_every=20,
+      train__early_stopping_patience=3, train__learning_rate=0.01)
+  config_file = write_config_file(str(tmp_path / "config.py"), config)
+  killed_dir = tmp_path / "killed"
+  args = [sys.executable, "-m", "recsys_smelu.train", f"--config={config_file}",
+          f"--model_dir={killed_dir}"]
+  proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not glob.glob(f"{killed_dir}/checkpoints/ckpt-60.index"):
+    assert proc.poll() is None, "training ended before it could be killed"
+    assert time.time() < deadline, "no checkpoint appeared"
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed_dir / "eval_metrics.json").exists(), "killed too late"
+  result = train_cli(config_file, str(killed_dir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  whole_dir = tmp_path / "whole"
+  result = train_cli(config_file, str(whole_dir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  whole = json.loads((whole_dir / "eval_metrics.json").read_text())
+  assert whole["stopped_early"] and whole["step"] < whole["last_step"] < 600
+  for name in ("validation.json", "eval_metrics.json"):
+    assert json.loads((killed_dir / name).read_text()) == json.loads(
+        (whole_dir / name).read_text()), name
+  killed_predictions = np.load(killed_dir / "predictions.npz")
+  whole_predictions = np.load(whole_dir / "predictions.npz")
+  assert np.array_equal(killed_predictions["probabilities"],
+                        whole_predictions["probabilities"])
+
+  def best_arrays(model_dir):
+    path = tf.train.latest_checkpoint(str(model_dir / "best"))
+    assert path.endswith(f"ckpt-{whole['step']}")
+    reader = tf.train.load_checkpoint(path)
+    return {name: reader.get_tensor(name)
+            for name in reader.get_variable_to_shape_map()
+            if "OBJECT_GRAPH" not in name}
+
+  assert_identical(best_arrays(killed_dir), best_arrays(whole_dir))
+
+
 # Tabular files (data.format='csv'): schema.json written, reused on resume.
 
 

@@ -431,6 +431,185 @@ def test_prune_keeps_the_evaluated_checkpoint_and_newest_export(tmp_path):
   assert (run_dir / "export" / "20").exists()
 
 
+# ----------------------------------------------------------------------------
+# Training length chosen on validation by model 0 (issue 15)
+
+
+def _early_stopping_config(synthetic_dir, **changes):
+  base = {
+      "data__train_files": os.path.join(synthetic_dir,
+                                        "train-00000-of-00002.tsv"),
+      "data__validation_files": os.path.join(synthetic_dir,
+                                             "train-00001-of-00002.tsv"),
+      "train__steps": 200, "train__checkpoint_every": 10,
+      "train__eval_every": 10, "train__early_stopping_patience": 2,
+  }
+  base.update(changes)
+  return tiny_config(synthetic_dir, **base)
+
+
+def _fake_early_stopping_trainer(monkeypatch, best_step=30):
+  """A train subprocess that writes a finished run: model 0 (early
+  stopping on) 'stops' at ``best_step + 20`` with its best checkpoint at
+  ``best_step``; a run with train.stop_at_step trains exactly that far."""
+  real_run = subprocess.run
+  calls = []  # (model_dir, its config)
+
+  def fake_run(command, **kwargs):
+    if command[1:3] != ["-m", "recsys_smelu.train"]:
+      return real_run(command, **kwargs)
+    arg = lambda name: next(a.split("=", 1)[1] for a in command
+                            if a.startswith(f"--{name}="))
+    model_dir = arg("model_dir")
+    config = config_lib.load_config_module(arg("config")).get_config()
+    calls.append((model_dir, config))
+    t = config.train
+    metrics = {"step": t.stop_at_step or t.steps}
+    if t.early_stopping_patience:
+      metrics = {"step": best_step, "last_step": best_step + 20,
+                 "stopped_early": True, "best_validation_logloss": 0.5}
+    directory = os.path.join(model_dir, "best" if t.early_stopping_patience
+                             else "checkpoints")
+    os.makedirs(directory, exist_ok=True)
+    for suffix in (".index", ".data-00000-of-00001"):
+      with open(os.path.join(directory, f"ckpt-{metrics['step']}{suffix}"),
+                "w") as f:
+        f.write("x")
+    with open(os.path.join(model_dir, "eval_metrics.json"), "w") as f:
+      json.dump(metrics, f)
+    np.savez(os.path.join(model_dir, "predictions.npz"),
+             labels=np.arange(100) % 2 * 1.0,
+             probabilities=np.random.default_rng(len(calls)).uniform(
+                 0.1, 0.9, 100))
+    return subprocess.CompletedProcess(command, 0)
+
+  monkeypatch.setattr(twin.subprocess, "run", fake_run)
+  monkeypatch.setattr(native, "prepare", lambda: None)
+  return calls
+
+
+def test_twins_train_the_length_model_0_chose_by_early_stopping(
+    synthetic_dir, tmp_path, monkeypatch):
+  calls = _fake_early_stopping_trainer(monkeypatch, best_step=30)
+  config = _early_stopping_config(synthetic_dir, data__eval_truth="")
+  variants = [twin.parse_variant("relu"), twin.parse_config_variant(
+      "fixed:train.early_stopping_patience=0;train.steps=40")]
+  out = tmp_path / "out"
+  results, failures = twin.evaluate_variants(
+      config, str(out), variants, num_models=3, vary=["init"], parallel=3)
+  assert not failures
+  relu = [(os.path.basename(d), c) for d, c in calls if "/relu/" in d]
+  # Model 0 first, with early stopping; then its twins, stopped at its best
+  # step without early stopping, under the same schedule length.
+  assert relu[0][0] == "0" and relu[0][1].train.early_stopping_patience == 2
+  assert sorted(i for i, _ in relu[1:]) == ["1", "2"]
+  for _, c in relu[1:]:
+    assert c.train.early_stopping_patience == 0
+    assert c.train.stop_at_step == 30 and c.train.steps == 200
+    assert c.train.learning_rate == relu[0][1].train.learning_rate
+  by_name = {v["name"]: v for v in results["variants"]}
+  assert by_name["relu"]["train_steps"] == 30
+  assert by_name["relu"]["length_from"] == \
+      "early stopping on validation (model 0)"
+  assert by_name["fixed"]["train_steps"] == 40
+  assert by_name["fixed"]["length_from"] == "config"
+  saved = json.loads((out / "results.json").read_text())
+  assert [v["train_steps"] for v in saved["variants"]] == [30, 40]
+  report = (out / "report.md").read_text()
+  assert ("- Training length: relu 30 steps (early stopping on validation "
+          "(model 0)); fixed 40 steps (config)") in report
+  # Pruned to the best checkpoint of model 0, the step's one of the twins.
+  assert sorted(os.listdir(out / "runs" / "relu" / "0" / "best")) == [
+      "ckpt-30.data-00000-of-00001", "ckpt-30.index"]
+  assert not (out / "runs" / "relu" / "0" / "checkpoints").exists()
+  # A re-run (and --mode=report) finds every run finished.
+  results, failures = twin.evaluate_variants(
+      config, str(out), variants, num_models=3, vary=["init"], mode="report")
+  assert not failures and len(results["variants"]) == 2
+  twin.evaluate_variants(config, str(out), variants, num_models=3,
+                         vary=["init"])
+  assert len(calls) == 6
+
+
+def test_twins_wait_for_a_failed_model_0(synthetic_dir, tmp_path,
+                                         monkeypatch):
+  monkeypatch.setattr(twin, "_train_subprocess",
+                      lambda run: (run, "exit status 1", 0.0))
+  monkeypatch.setattr(native, "prepare", lambda: None)
+  config = _early_stopping_config(synthetic_dir)
+  runs_failed = twin.evaluate_variants(
+      config, str(tmp_path / "out"), [twin.parse_variant("relu")],
+      num_models=2, vary=["init"], mode="train")[1]
+  run_0, run_1 = (str(tmp_path / "out" / "runs" / "relu" / i) for i in "01")
+  assert runs_failed[run_0] == "exit status 1"
+  assert runs_failed[run_1].startswith(
+      "waits for the training length of model 0")
+
+
+def test_prune_keeps_the_best_checkpoint_of_an_early_stopped_run(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  run_dir = tmp_path / "run"
+  weights = tf.Variable([1.0])
+  checkpoint = tf.train.Checkpoint(w=weights)
+  rolling = tf.train.CheckpointManager(checkpoint, str(run_dir / "checkpoints"),
+                                       max_to_keep=3)
+  best = tf.train.CheckpointManager(checkpoint, str(run_dir / "best"),
+                                    max_to_keep=1)
+  for step in (10, 20, 30, 40):
+    weights.assign_add([1.0])
+    rolling.save(checkpoint_number=step)
+    if step == 20:
+      best.save(checkpoint_number=step)
+  (run_dir / "eval_metrics.json").write_text(json.dumps(
+      {"step": 20, "last_step": 40, "stopped_early": True}))
+  twin.prune_run_dir(str(run_dir))
+  assert _files_under(run_dir) == {
+      "eval_metrics.json", "best/checkpoint", "best/ckpt-20.index",
+      "best/ckpt-20.data-00000-of-00001"}
+  weights.assign([0.0])
+  checkpoint.restore(tf.train.latest_checkpoint(str(run_dir / "best")))
+  assert weights.numpy().tolist() == [3.0]
+  assert twin.prune_run_dir(str(run_dir)) == []  # idempotent
+  # Validation without early stopping: the rolling checkpoint is the one.
+  other = tmp_path / "other"
+  rolling = tf.train.CheckpointManager(checkpoint, str(other / "checkpoints"),
+                                       max_to_keep=3)
+  best = tf.train.CheckpointManager(checkpoint, str(other / "best"),
+                                    max_to_keep=1)
+  rolling.save(checkpoint_number=10)
+  best.save(checkpoint_number=10)
+  rolling.save(checkpoint_number=20)
+  (other / "eval_metrics.json").write_text(json.dumps({"step": 20}))
+  twin.prune_run_dir(str(other))
+  assert _files_under(other) == {
+      "eval_metrics.json", "checkpoints/checkpoint", "checkpoints/ckpt-20.index",
+      "checkpoints/ckpt-20.data-00000-of-00001"}
+
+
+@pytest.mark.slow
+def test_early_stopped_twins_with_nothing_varied_are_identical(synthetic_dir,
+                                                               tmp_path):
+  """Model 0 stops early; model 1, trained to model 0's best step without
+  early stopping, is the same model: PD exactly 0."""
+  config = _early_stopping_config(synthetic_dir, train__learning_rate=0.05)
+  config_file = write_config_file(str(tmp_path / "config.py"), config)
+  out = tmp_path / "out"
+  result = _twin_cli(config_file, out, "--variants=relu", "--num_models=2",
+                     "--vary=none")
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads((out / "results.json").read_text())
+  (variant,) = results["variants"]
+  assert variant["pd"]["relative"] == 0.0
+  metrics = [json.loads((out / "runs" / "relu" / i / "eval_metrics.json"
+                         ).read_text()) for i in "01"]
+  assert metrics[0]["stopped_early"] is True
+  assert metrics[1]["step"] == metrics[0]["step"] == variant["train_steps"]
+  assert metrics[0]["last_step"] > metrics[0]["step"]
+  assert "last_step" not in metrics[1]
+  assert f"relu {variant['train_steps']} steps" in (out / "report.md"
+                                                    ).read_text()
+
+
 @pytest.mark.slow
 def test_twins_on_avazu_shaped_csv_files(tmp_path):
   """The twin evaluator on csv files by column roles: each run writes and

@@ -127,6 +127,8 @@ class MLP(tf.keras.layers.Layer):
     seed_path: prefix for derived seeds, unique within the model
       (e.g. ``"tower_0/bottom_mlp"``).
     dtype: dtype policy (name or Policy), e.g. 'mixed_bfloat16'.
+    kernel_regularizer: applied to every Dense kernel (``model.dense_l2``);
+      None adds no penalty.
   """
 
   def __init__(self,
@@ -138,7 +140,9 @@ class MLP(tf.keras.layers.Layer):
                dropout_seed: int = 0,
                seed_path: str = "mlp",
                dtype: Optional[str | tf.keras.mixed_precision.Policy] = None,
-               name: Optional[str] = None):
+               name: Optional[str] = None,
+               kernel_regularizer: Optional[
+                   tf.keras.regularizers.Regularizer] = None):
     super().__init__(name=name, dtype=dtype)
     if not widths:
       raise ValueError(f"MLP {name or seed_path!r}: widths must not be empty")
@@ -165,6 +169,7 @@ class MLP(tf.keras.layers.Layer):
           width,
           kernel_initializer=glorot_uniform(init_seed, f"{seed_path}/dense_{i}"),
           bias_initializer="zeros",
+          kernel_regularizer=kernel_regularizer,
           name=f"dense_{i}",
           dtype=policy)]
       if normalization == "layer":

@@ -12,7 +12,27 @@ interaction:
            parallel: z = [x_L, top MLP hidden(x0)] -> logit
   'concat' deep MLP: z = [d, e_1..e_k]
 top MLP hidden layers ──► logit (linear Dense(1), float32)
+wide (model.wide):  logit += sum_f w_f[id_f] + v . dense (+ b)
+                    w_f: dim-1 tables in the same TPUEmbedding layer
 ```
+
+``model.deep=false`` (with ``model.wide=true``) keeps only the wide part:
+logistic regression on the hashed categorical ids (one-hot) and the
+transformed dense features, ``logit = sum_f w_f[id_f] + v . dense + b``.
+
+Regularization (``model.embedding_l2`` = λ_e, ``model.dense_l2`` = λ_d), per
+tower, on top of the global-batch-averaged cross-entropy:
+
+```
+λ_e · (1/B) · Σ_{examples in the global batch} Σ_f ||e_f(x)||²   (deep and wide rows)
+λ_d · Σ_{dense kernels W} ||W||²                                (no biases, norms)
+```
+
+The embedding term counts a row once per occurrence (frequency-weighted, as
+in CTR practice: only rows looked up move), and is averaged like the loss
+(``tf.nn.compute_average_loss``), so it is right under tf.distribute; the
+kernel term is a Keras kernel regularizer, which ``train_step`` scales by
+``tf.nn.scale_regularization_loss``.
 
 ``CTRModel`` is a ``tfrs.models.Model`` holding one ``TPUEmbedding`` layer
 (the tables of every tower: a TPU program has one embedding engine) and
@@ -209,13 +229,75 @@ def tower_feature_config(config: ml_collections.ConfigDict,
   return feature_config
 
 
+def tower_wide_feature_config(schema: FeatureSchema, tower_index: int
+                              ) -> dict[str, tf.tpu.experimental.embedding.FeatureConfig]:
+  """Tower ``tower_index``'s wide tables: one ``num_buckets x 1`` per feature.
+
+  Table ``tower_<i>_wide_<feature>``, zero-initialized (a linear model's
+  usual start; it makes the wide part deterministic). Looked up through the
+  same TPUEmbedding layer as the deep tables.
+  """
+  feature_config = {}
+  for feature in schema.categorical:
+    name = f"tower_{tower_index}_wide_{feature.name}"
+    table = tf.tpu.experimental.embedding.TableConfig(
+        vocabulary_size=feature.num_buckets, dim=1,
+        initializer=tf.keras.initializers.Zeros(), name=name)
+    feature_config[feature.name] = tf.tpu.experimental.embedding.FeatureConfig(
+        table=table, name=name)
+  return feature_config
+
+
+class WideLinear(tf.keras.layers.Layer):
+  """The first-order (wide) logit: ``sum_f w_f[id_f] + v . dense (+ b)``.
+
+  ``call({"rows": [w_f[id_f] [batch, 1], ...], "dense": [batch, num_dense]})``
+  -> float32 ``[batch, 1]``. The per-id weights ``w_f`` are looked up by the
+  model (dim-1 tables); this layer holds the dense kernel ``v``
+  (``[num_dense, 1]``, zeros, with ``kernel_regularizer``) and, when
+  ``use_bias`` (no deep logit to carry one), the bias ``b``.
+  """
+
+  def __init__(self, num_dense: int, use_bias: bool,
+               kernel_regularizer: Optional[
+                   tf.keras.regularizers.Regularizer] = None,
+               name: str = "wide"):
+    super().__init__(name=name, dtype="float32")
+    self.num_dense = int(num_dense)
+    self.use_bias = bool(use_bias)
+    self.kernel_regularizer = kernel_regularizer
+
+  def build(self, input_shape):
+    self.kernel = (self.add_weight(
+        "kernel", shape=[self.num_dense, 1], initializer="zeros",
+        regularizer=self.kernel_regularizer) if self.num_dense else None)
+    self.bias = (self.add_weight("bias", shape=[1], initializer="zeros")
+                 if self.use_bias else None)
+    super().build(input_shape)
+
+  def call(self, inputs: Mapping[str, Any]) -> tf.Tensor:
+    terms = [tf.cast(r, tf.float32) for r in inputs.get("rows", [])]
+    if self.kernel is not None:
+      terms.append(tf.matmul(tf.cast(inputs["dense"], tf.float32), self.kernel))
+    logit = tf.add_n(terms) if terms else None
+    if self.bias is not None:
+      logit = self.bias if logit is None else logit + self.bias
+    return logit
+
+  def get_config(self):
+    return {**super().get_config(), "num_dense": self.num_dense,
+            "use_bias": self.use_bias}
+
+
 class CTRTower(tf.keras.layers.Layer):
   """One CTR network after the lookup: bottom MLP, interaction, top MLP, logit.
 
   Built by ``build_model``; see the module docstring for the dataflow. The
   tower's embedding tables live in the model's single TPUEmbedding layer
   (one TPU embedding engine per program); ``call`` takes the looked-up
-  vectors and returns float32 logits ``[batch, 1]`` whatever the policy.
+  vectors (deep and, with ``model.wide``, wide) and returns float32 logits
+  ``[batch, 1]`` whatever the policy. ``deep``/``wide`` name which parts it
+  has; ``wide_name`` is the key of its wide rows in the model's lookup.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, schema: FeatureSchema,
@@ -230,12 +312,22 @@ class CTRTower(tf.keras.layers.Layer):
     self.cross_mode = m.cross_mode
     self.feature_names = schema.categorical_names
     self.num_dense = schema.num_dense
+    self.deep = bool(m.deep)
+    self.wide_name = f"{name}_wide" if m.wide else None
+    kernel_regularizer = (tf.keras.regularizers.L2(float(m.dense_l2))
+                          if m.dense_l2 else None)
+    self.wide = (WideLinear(schema.num_dense, use_bias=not m.deep,
+                            kernel_regularizer=kernel_regularizer, name="wide")
+                 if m.wide else None)
+    if not self.deep:
+      return
 
     def mlp(widths, activation, block):
       return blocks.MLP(widths, activation, normalization=m.normalization,
                         dropout=m.dropout, init_seed=init_seed,
                         dropout_seed=dropout_seed, seed_path=f"{path}/{block}",
-                        dtype=policy, name=block)
+                        dtype=policy, name=block,
+                        kernel_regularizer=kernel_regularizer)
 
     bottom_activation = m.bottom_activation or m.activation
     top_activation = m.top_activation or m.activation
@@ -254,7 +346,7 @@ class CTRTower(tf.keras.layers.Layer):
       self.cross_layers = [
           SeededCross(init_seed=init_seed, seed_path=f"{path}/cross_{i}",
                       projection_dim=projection, name=f"cross_{i}",
-                      dtype=policy)
+                      dtype=policy, kernel_regularizer=kernel_regularizer)
           for i in range(int(m.cross_num_layers))]
       if m.cross_activation:
         self.cross_output_activation = blocks.make_activation(
@@ -266,7 +358,7 @@ class CTRTower(tf.keras.layers.Layer):
     # the ensemble mean and the loss are float32 under mixed precision too.
     self.logit = tf.keras.layers.Dense(
         1, kernel_initializer=blocks.glorot_uniform(init_seed, f"{path}/logit"),
-        name="logit", dtype="float32")
+        kernel_regularizer=kernel_regularizer, name="logit", dtype="float32")
 
   @property
   def layers(self) -> list:
@@ -274,10 +366,24 @@ class CTRTower(tf.keras.layers.Layer):
     return compat.direct_sublayers(self)
 
   def call(self, features: Mapping[str, Any],
-           looked_up: Mapping[str, tf.Tensor], training: bool = False
-           ) -> tf.Tensor:
-    """Logits from the batch's ``features`` and this tower's ``looked_up``
-    embeddings ``{feature: [batch, dim]}``."""
+           looked_up: Mapping[str, tf.Tensor],
+           wide_looked_up: Optional[Mapping[str, tf.Tensor]] = None,
+           training: bool = False) -> tf.Tensor:
+    """Logits from the batch's ``features``, this tower's ``looked_up``
+    embeddings ``{feature: [batch, dim]}`` and, with a wide part, its
+    ``wide_looked_up`` weights ``{feature: [batch, 1]}``."""
+    wide_logit = None
+    if self.wide is not None:
+      wide_inputs = {"rows": [wide_looked_up[n] for n in self.feature_names]}
+      if self.num_dense:
+        wide_inputs["dense"] = features[DENSE_KEY]
+      wide_logit = self.wide(wide_inputs)
+    if not self.deep:
+      return wide_logit
+    logit = self._deep_logit(features, looked_up, training)
+    return logit if wide_logit is None else logit + wide_logit
+
+  def _deep_logit(self, features, looked_up, training):
     compute_dtype = self.compute_dtype
     embeddings = [tf.cast(looked_up[n], compute_dtype)
                   for n in self.feature_names]
@@ -319,12 +425,17 @@ class CTRModel(tfrs.models.Model):
   ensemble: the mean of the towers' own losses, so each tower trains as if
   alone, as an ensemble of separately trained models does) and updates the metrics 'auc', 'log_loss',
   'mean_prediction', 'mean_label', all of the (mean) ensemble prediction.
+  ``loss_terms`` also returns the embedding penalty (``embedding_l2``, see
+  the module docstring), which ``train_step`` adds to the regularization
+  loss; ``compute_loss`` (and so Keras' evaluate 'loss') is the
+  cross-entropy alone.
   """
 
   def __init__(self, embedding: Optional[tfrs.layers.embedding.TPUEmbedding],
                towers: Sequence[CTRTower],
                keras_embedding_optimizer_: Optional[tf.keras.optimizers.Optimizer],
-               mixed_precision: str = "float32", name: str = "ctr_model"):
+               mixed_precision: str = "float32", name: str = "ctr_model",
+               embedding_l2: float = 0.0):
     super().__init__(name=name)
     if not towers:
       raise ValueError("CTRModel needs at least one tower")
@@ -333,6 +444,7 @@ class CTRModel(tfrs.models.Model):
     self.embedding = embedding
     self.towers = list(towers)
     self.mixed_precision = mixed_precision
+    self.embedding_l2 = float(embedding_l2)
     # Applies the embedding-table gradients when the tables are ordinary
     # variables (CPU/GPU); tracked, so checkpoints keep its slots.
     self.embedding_optimizer = keras_embedding_optimizer_
@@ -358,25 +470,61 @@ class CTRModel(tfrs.models.Model):
   def get_config(self) -> dict:
     """Describes the model; rebuild it with ``build_model(config, schema)``."""
     return {"name": self.name, "ensemble_size": self.ensemble_size,
-            "mixed_precision": self.mixed_precision}
+            "mixed_precision": self.mixed_precision,
+            "embedding_l2": self.embedding_l2}
 
   @property
   def ensemble_size(self) -> int:
     return len(self.towers)
 
   def lookup(self, features) -> dict[str, dict[str, tf.Tensor]]:
-    """``{"tower_<i>": {feature: [batch, dim]}}`` for the batch's ids."""
+    """``{"tower_<i>": {feature: [batch, dim]}}`` for the batch's ids, plus
+    ``{"tower_<i>_wide": {feature: [batch, 1]}}`` for towers with a wide part
+    (deep entries only for deep towers)."""
     if self.embedding is None:
-      return {t.name: {} for t in self.towers}
+      return {}
     sparse = features[SPARSE_KEY]
-    return self.embedding({
-        t.name: {n: sparse[n] for n in t.feature_names} for t in self.towers})
+    ids = {}
+    for t in self.towers:
+      if t.deep:
+        ids[t.name] = {n: sparse[n] for n in t.feature_names}
+      if t.wide_name:
+        ids[t.wide_name] = {n: sparse[n] for n in t.feature_names}
+    return self.embedding(ids)
+
+  def _towers_forward(self, features, training: bool
+                      ) -> tuple[list[tf.Tensor], dict]:
+    looked_up = self.lookup(features)
+    logits = [tf.cast(t(features, looked_up.get(t.name, {}),
+                        looked_up.get(t.wide_name, {}), training=training),
+                      tf.float32) for t in self.towers]
+    return logits, looked_up
 
   def tower_logits(self, features, training: bool = False) -> list[tf.Tensor]:
     """Each tower's float32 logits ``[batch, 1]``."""
-    looked_up = self.lookup(features)
-    return [tf.cast(t(features, looked_up[t.name], training=training),
-                    tf.float32) for t in self.towers]
+    return self._towers_forward(features, training)[0]
+
+  def embedding_penalty(self, looked_up: Mapping[str, Mapping[str, tf.Tensor]]
+                        ) -> tf.Tensor:
+    """``embedding_l2 · (1/B) Σ_x Σ_f ||e_f(x)||²``, the mean over towers.
+
+    ``looked_up`` is ``lookup``'s output: every row looked up, deep and wide,
+    once per occurrence; B is the global batch (``compute_average_loss``),
+    so replicas' terms sum to the global one. Averaged over towers as the
+    ensemble loss is, so each tower is regularized as if alone.
+    """
+    per_tower = []
+    for t in self.towers:
+      rows = (list(looked_up.get(t.name, {}).values()) +
+              list(looked_up.get(t.wide_name, {}).values()))
+      if not rows:
+        continue
+      squared = tf.add_n([tf.reduce_sum(tf.square(tf.cast(r, tf.float32)),
+                                        axis=-1) for r in rows])
+      per_tower.append(tf.nn.compute_average_loss(squared))
+    if not per_tower:
+      return tf.constant(0.0)
+    return self.embedding_l2 * tf.add_n(per_tower) / float(len(self.towers))
 
   def call(self, features, training: bool = False) -> tf.Tensor:
     logits = self.tower_logits(features, training=training)
@@ -385,17 +533,25 @@ class CTRModel(tfrs.models.Model):
     return tf.add_n(logits) / float(len(logits))
 
   def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+    """The cross-entropy averaged over the global batch (see the class)."""
+    return self.loss_terms(inputs, training=training)[0]
+
+  def loss_terms(self, inputs, training: bool = False
+                 ) -> tuple[tf.Tensor, Optional[tf.Tensor]]:
+    """(cross-entropy, embedding penalty or None when ``embedding_l2`` = 0)."""
     features, labels = inputs
     labels = tf.reshape(tf.cast(labels, tf.float32), [-1, 1])
-    logits = self.tower_logits(features, training=training)
+    logits, looked_up = self._towers_forward(features, training)
+    penalty = (self.embedding_penalty(looked_up) if self.embedding_l2
+               else None)
     mean_logit = logits[0] if len(logits) == 1 else (
         tf.add_n(logits) / float(len(logits)))
     # Updates the metrics of the (mean) prediction; for one tower, the loss.
     task_loss = self.task(labels, mean_logit, training=training)
     if len(logits) == 1:
-      return tf.nn.compute_average_loss(task_loss)
+      return tf.nn.compute_average_loss(task_loss), penalty
     return tf.add_n([tf.nn.compute_average_loss(self._tower_loss(labels, l))
-                     for l in logits]) / float(len(logits))
+                     for l in logits]) / float(len(logits)), penalty
 
   def compile(self, optimizer="adam", **kwargs):  # pylint: disable=arguments-differ
     """Keras compile; wraps the optimizer for loss scaling under fp16.
@@ -419,9 +575,11 @@ class CTRModel(tfrs.models.Model):
     loss_scaled = isinstance(self.optimizer,
                              tf.keras.mixed_precision.LossScaleOptimizer)
     with tf.GradientTape() as tape:
-      loss = self.compute_loss(inputs, training=True)
+      loss, embedding_penalty = self.loss_terms(inputs, training=True)
       regularization_loss = tf.nn.scale_regularization_loss(tf.reduce_sum(
           [tf.reduce_sum(l) for l in self.losses]))
+      if embedding_penalty is not None:  # already global-batch averaged
+        regularization_loss += embedding_penalty
       total_loss = loss + regularization_loss
       objective = (self.optimizer.get_scaled_loss(total_loss) if loss_scaled
                    else total_loss)
@@ -481,7 +639,7 @@ def check_model_config(config: ml_collections.ConfigDict,
   if schema.num_dense == 0 and not schema.categorical:
     raise ValueError("the feature schema has neither dense nor categorical "
                      "features")
-  if m.interaction == "dot":
+  if m.deep and m.interaction == "dot":
     dims = sorted({f.embedding_dim for f in schema.categorical})
     if len(dims) > 1:
       raise ConfigError("config key 'model.embedding_dim': the 'dot' "
@@ -575,12 +733,18 @@ def build_model(config: ml_collections.ConfigDict, schema: FeatureSchema,
   """
   check_model_config(config, schema)
   _check_activation_specs(config)
-  num_towers = int(config.model.ensemble_size)
+  m = config.model
+  num_towers = int(m.ensemble_size)
   embedding = None
   if schema.categorical:
-    embedding = _named_embedding(
-        {f"tower_{i}": tower_feature_config(config, schema, i)
-         for i in range(num_towers)}, embedding_optimizer, "embedding")
+    feature_config = {}
+    for i in range(num_towers):
+      if m.deep:
+        feature_config[f"tower_{i}"] = tower_feature_config(config, schema, i)
+      if m.wide:
+        feature_config[f"tower_{i}_wide"] = tower_wide_feature_config(schema, i)
+    embedding = _named_embedding(feature_config, embedding_optimizer,
+                                 "embedding")
   towers = [CTRTower(config, schema, tower_index=i, name=f"tower_{i}")
             for i in range(num_towers)]
   keras_optimizer = None
@@ -588,4 +752,5 @@ def build_model(config: ml_collections.ConfigDict, schema: FeatureSchema,
     keras_optimizer = keras_embedding_optimizer(embedding_optimizer,
                                                 embedding_learning_rate)
   return CTRModel(embedding, towers, keras_optimizer,
-                  mixed_precision=config.model.mixed_precision)
+                  mixed_precision=m.mixed_precision,
+                  embedding_l2=m.embedding_l2)
