@@ -12,6 +12,7 @@ _VERSION = re.search(r'__version__ = "([^"]+)"',
 # Keras 3.15 supports JAX 0.10 (the release keras 3.15 was tested against).
 _KERAS3 = ["keras>=3.15.1,<3.16", "keras-rs>=0.4.0,<0.5"]
 _JAX_CPU = "jax[cpu]>=0.10.0,<0.11"
+_PYARROW = "pyarrow>=14,<27"
 
 setuptools.setup(
     name="recsys-smelu",
@@ -43,9 +44,13 @@ setuptools.setup(
         # recsys_smelu.keras3 and scripts/keras3_dlrm.py: Keras 3 on any
         # backend (install the backend: jax[cpu], tensorflow or torch).
         "keras3": _KERAS3,
+        # data.format='parquet' (recsys_smelu.data.parquet).
+        "parquet": [_PYARROW],
         # CI runs the Keras 3 tests on the TensorFlow and JAX backends (CPU);
-        # PyTorch stays out (its PyPI wheels pull CUDA packages).
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", *_KERAS3, _JAX_CPU],
+        # PyTorch stays out (its PyPI wheels pull CUDA packages). pyarrow
+        # too, so CI runs the Parquet tests (they skip without it).
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", *_KERAS3, _JAX_CPU,
+                 _PYARROW],
     },
     entry_points={"console_scripts": [
         "recsys-smelu-train = recsys_smelu.train:run",

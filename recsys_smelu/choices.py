@@ -6,8 +6,12 @@ trainer) import the same list, so a value is added in one place only.
 """
 
 # data
-DATA_FORMATS = ("tsv", "tfrecord", "packed", "movielens")
+DATA_FORMATS = ("tsv", "tfrecord", "packed", "movielens", "csv", "parquet")
+# Formats read by named column roles (data.label_column, ...); 'tsv' too when
+# data.header is true.
+TABULAR_FORMATS = ("csv", "parquet")
 ON_BAD_ROW = ("error", "skip")
+DENSE_TRANSFORMS = ("log1p_clip0", "none", "standardize")
 VALIDATION_SPLITS = ("tail", "hash")
 
 # model
@@ -25,6 +29,7 @@ DECAYS = ("none", "cosine", "linear")
 BY_KEY = {
     "data.format": DATA_FORMATS,
     "data.on_bad_row": ON_BAD_ROW,
+    "data.dense_transform": DENSE_TRANSFORMS,
     "data.validation_split": VALIDATION_SPLITS,
     "model.interaction": INTERACTIONS,
     "model.cross_mode": CROSS_MODES,
@@ -34,3 +39,10 @@ BY_KEY = {
     "train.embedding_optimizer": EMBEDDING_OPTIMIZERS,
     "train.decay": DECAYS,
 }
+
+
+def is_tabular(file_format: str, header: bool) -> bool:
+  """Whether data of ``file_format`` is read by named column roles
+  (``data.label_column``, ...): 'csv', 'parquet', and 'tsv' with a header
+  (without one, tsv holds Criteo-shaped rows)."""
+  return file_format in TABULAR_FORMATS or (file_format == "tsv" and header)

@@ -39,7 +39,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   # 'tsv' (Criteo text, plain or .gz), 'tfrecord' (tf.Example), 'packed'
-  # (parsed rows, recsys-smelu-convert --format=packed) or 'movielens'.
+  # (parsed rows, recsys-smelu-convert --format=packed), 'movielens', or
+  # named columns: 'csv', 'parquet' (and 'tsv' with header=true), below.
   c.data.format = "tsv"
   c.data.train_files = _UNSET  # file pattern(s), comma separated; gs:// ok
   c.data.eval_files = _UNSET
@@ -56,6 +57,23 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.group_feature = _UNSET
   c.data.shuffle_buffer = 10_000  # 0 disables shuffling
   c.data.cycle_length = 8  # files read in parallel
+  # Tabular files with named columns: format 'csv' or 'parquet', or 'tsv'
+  # with header=true (recsys_smelu.data.tabular). Roles are comma-separated
+  # column names ('' = none); every header column needs exactly one role.
+  c.data.delimiter = _UNSET  # one character; '' = the format's (',' / tab)
+  c.data.header = False  # tsv: the first line names the columns; csv: must be true
+  c.data.label_column = _UNSET  # the 0/1 column, e.g. 'click'
+  c.data.dense_columns = _UNSET
+  c.data.categorical_columns = _UNSET
+  c.data.ignore_columns = _UNSET  # e.g. 'id'
+  c.data.num_buckets_per_column = _UNSET  # 'site_id=100000,device_ip=1000000'
+  c.data.vocabulary_files = _UNSET  # 'C1=/path/c1.txt,...': one value a line
+  c.data.vocabulary_columns = _UNSET  # vocabularies counted over train_files
+  c.data.vocab_min_count = 1  # ... keeping values seen at least this often
+  c.data.dense_transform = "log1p_clip0"  # 'log1p_clip0' | 'none' | 'standardize'
+  # The run's schema.json (roles, vocabularies, statistics): set by the
+  # trainer to model_dir/schema.json; '' = build it from data.train_files.
+  c.data.schema_file = _UNSET
   # Validation data (training length, early stopping; never the eval split),
   # read like eval (in order, never shuffled), from one source:
   # * validation_files: file pattern(s) as for train_files;
@@ -257,6 +275,7 @@ def validate(config: ml_collections.ConfigDict, check_paths: bool = True
   _check_data_keys(config.data)
   _check_model_keys(config.model)
   _check_train_keys(config.train)
+  _check_tabular_keys(config.data)
   if check_paths:
     _check_data_paths(config)
   return config
@@ -403,6 +422,85 @@ def _check_train_keys(t: ml_collections.ConfigDict) -> None:
         f"{t.steps_per_execution})")
 
 
+# Column roles that become model inputs, hence signature keys of the export.
+_INPUT_ROLE_KEYS = ("dense_columns", "categorical_columns")
+_ROLE_KEYS = ("label_column", "dense_columns", "categorical_columns",
+              "ignore_columns", "num_buckets_per_column", "vocabulary_files",
+              "vocabulary_columns")
+# A SavedModel signature keeps an input name only if it looks like this.
+_SIGNATURE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_DEFAULT_NUM_DENSE = 13
+_DEFAULT_NUM_CATEGORICAL = 26
+
+
+def is_tabular(data: ml_collections.ConfigDict) -> bool:
+  """Whether ``data`` is read by named column roles: 'csv', 'parquet', or
+  'tsv' with ``data.header`` (else tsv is Criteo-shaped rows)."""
+  return choices.is_tabular(data.format, data.header)
+
+
+def _column_names(text: str) -> list[str]:
+  return [name.strip() for name in text.split(",")] if text.strip() else []
+
+
+def _check_tabular_keys(d: ml_collections.ConfigDict) -> None:
+  """Role keys only for the tabular formats; there, a label, role counts
+  equal to ``data.num_dense`` / ``data.num_categorical`` (or those left at
+  their defaults) and input column names that can be signature keys. The
+  roles against the files' headers are checked by ``data.tabular``."""
+  if d.format == "csv" and not d.header:
+    raise ConfigError("config key 'data.header' must be true for "
+                      "data.format='csv' (the first line names the columns)")
+  if not is_tabular(d):
+    for key in _ROLE_KEYS + ("delimiter",):
+      if d[key]:
+        raise ConfigError(
+            f"config key 'data.{key}' is set but data.format={d.format!r} "
+            "has no named columns (column roles need data.format 'csv' or "
+            "'parquet', or 'tsv' with data.header=true)")
+    if d.dense_transform != "log1p_clip0":
+      raise ConfigError(
+          f"config key 'data.dense_transform' is {d.dense_transform!r}; "
+          f"data.format={d.format!r} (Criteo rows) always uses log1p_clip0")
+    return
+  for key in ("train_rows", "eval_rows"):
+    if d[key]:
+      raise ConfigError(
+          f"config key 'data.{key}' is not supported for data.format="
+          f"{d.format!r} yet; give the rows as separate files")
+  if d.validation_fraction:
+    raise ConfigError(
+        "config key 'data.validation_fraction' is not supported for "
+        f"data.format={d.format!r} yet; give data.validation_files")
+  if not d.label_column.strip():
+    raise ConfigError(f"config key 'data.label_column' is empty; "
+                      f"data.format={d.format!r} needs the 0/1 label column")
+  for key, default, role in (
+      ("num_dense", _DEFAULT_NUM_DENSE, "dense_columns"),
+      ("num_categorical", _DEFAULT_NUM_CATEGORICAL, "categorical_columns")):
+    count = len(_column_names(d[role]))
+    if d[key] not in (default, count):
+      raise ConfigError(
+          f"config key 'data.{key}' is {d[key]} but 'data.{role}' names "
+          f"{count} columns; leave data.{key} at its default ({default}) or "
+          "make them agree")
+  if not _column_names(d.dense_columns) + _column_names(
+      d.categorical_columns):
+    raise ConfigError("config keys 'data.dense_columns' and "
+                      "'data.categorical_columns' are both empty; the model "
+                      "needs at least one input column")
+  for key in _INPUT_ROLE_KEYS:
+    for name in _column_names(d[key]):
+      if not _SIGNATURE_KEY.fullmatch(name):
+        raise ConfigError(
+            f"config key 'data.{key}': column {name!r} cannot be a serving "
+            "signature input key (letters, digits and '_', starting with a "
+            "letter); rename the column in the files")
+  if d.vocab_min_count < 1:
+    raise ConfigError(f"config key 'data.vocab_min_count' must be >= 1, got "
+                      f"{d.vocab_min_count}")
+
+
 def _check_data_paths(config: ml_collections.ConfigDict) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   d = config.data
@@ -423,6 +521,9 @@ def _check_data_paths(config: ml_collections.ConfigDict) -> None:
       if not tf.io.gfile.glob(part.strip()):
         raise ConfigError(f"config key 'data.{key}': pattern {part!r} matches "
                           "no file")
+  if d.schema_file and not tf.io.gfile.exists(d.schema_file):
+    raise ConfigError(f"config key 'data.schema_file': {d.schema_file!r} "
+                      "does not exist")
   if d.eval_truth and not tf.io.gfile.exists(d.eval_truth):
     raise ConfigError(f"config key 'data.eval_truth': {d.eval_truth!r} does "
                       "not exist")

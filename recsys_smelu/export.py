@@ -18,10 +18,14 @@ the same function the input pipelines use, so serving cannot disagree with
 training):
 
 * ``serving_default``: one keyword input per raw feature, each a 1-D tensor
-  ``[batch]``: dense features (``I1``..``I13`` for Criteo) as **float32, one
-  tensor per feature** (the integer as written in the TSV; NaN = missing), and
-  categorical features (``C1``..``C26``) as **tf.string** (the raw TSV string;
-  "" = missing).
+  ``[batch]``: dense features (``I1``..``I13`` for Criteo; the declared
+  ``data.dense_columns`` for tabular data) as **float32, one tensor per
+  feature** (the value as written; NaN = missing), and categorical features
+  (``C1``..``C26``; ``data.categorical_columns``) as **tf.string** (the raw
+  text, which training hashes, so a categorical that looks numeric is sent
+  as its text; "" = missing). Tabular data's dense transform and its
+  ``standardize`` statistics (``model_dir/schema.json``) are constants of
+  the graph.
 * ``predict_tf_example``: ``examples``, a ``[batch]`` tf.string tensor of
   serialized tf.Example protos with the same keys (float_list / bytes_list;
   an absent key is a missing value; a label key is ignored).
@@ -245,6 +249,17 @@ def _write_assets_extra(version_dir: str, model_dir: str,
                      overwrite=True)
 
 
+def _with_run_schema(config: ml_collections.ConfigDict, model_dir: str
+                     ) -> ml_collections.ConfigDict:
+  """``config`` reading the run's ``model_dir/schema.json`` (tabular data:
+  roles, vocabularies, dense statistics) when there is one, so a model_dir
+  moved or copied elsewhere still exports with its own schema."""
+  path = os.path.join(model_dir, data_lib.tabular.SCHEMA_FILE)
+  if data_lib.is_tabular(config.data) and tf.io.gfile.exists(path):
+    return config_lib.override(config, {"data.schema_file": path})
+  return config
+
+
 def export_saved_model(model_dir: str, export_dir: str, *,
                        model: Optional[tf.keras.Model] = None,
                        config: Optional[ml_collections.ConfigDict] = None,
@@ -274,6 +289,7 @@ def export_saved_model(model_dir: str, export_dir: str, *,
   """
   if config is None:
     config = config_lib.load(model_dir)
+  config = _with_run_schema(config, model_dir)
   step = None
   if model is not None and checkpoint is None and _built_on_default_strategy(
       model):

@@ -632,7 +632,7 @@ def _absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   """Local data paths made absolute, so config.json works from any directory."""
   changes = {}
   for key in ("train_files", "eval_files", "movielens_dir", "eval_truth",
-              "validation_files"):
+              "validation_files", "schema_file"):
     value = config.data[key]
     if value and "://" not in value:
       changes[f"data.{key}"] = ",".join(
@@ -651,6 +651,34 @@ def _worker_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
   resolver = strategy.cluster_resolver
   return tempfile.mkdtemp(
       prefix=f"recsys_smelu_{resolver.task_type}_{resolver.task_id}_")
+
+
+def prepare_tabular_schema(config: ml_collections.ConfigDict, model_dir: str,
+                           write_dir: Optional[str] = None
+                           ) -> ml_collections.ConfigDict:
+  """For the tabular formats, the run's ``schema.json`` (roles,
+  vocabularies, statistics) and ``config`` with ``data.schema_file`` on it.
+
+  A run that has ``model_dir/schema.json`` (resume, ``--mode=eval``) reuses
+  it after checking the config's roles still match (DataError naming the
+  key otherwise); a new run takes ``data.schema_file`` when set, else
+  builds the schema from ``data.train_files`` only, and writes it to
+  ``write_dir/schema.json`` (default ``model_dir``; a non-chief worker's
+  scratch directory). Every later step (datasets, export, twins) reads the
+  schema from that file. Other formats: ``config`` unchanged.
+  """
+  if not data_lib.is_tabular(config.data):
+    return config
+  path = os.path.join(model_dir, data_lib.tabular.SCHEMA_FILE)
+  if tf.io.gfile.exists(path):
+    config = config_lib.override(config, {"data.schema_file": path})
+    data_lib.tabular_schema(config)  # checks the roles
+    return config
+  schema = data_lib.tabular_schema(config)
+  path = os.path.join(write_dir or model_dir, data_lib.tabular.SCHEMA_FILE)
+  data_lib.tabular.save_schema(schema, path)
+  logging.info("Wrote %s", path)
+  return config_lib.override(config, {"data.schema_file": path})
 
 
 def build(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
@@ -701,6 +729,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
   configure_determinism(config)
   work_dir = _worker_dir(model_dir, strategy)
   tf.io.gfile.makedirs(work_dir)
+  config = prepare_tabular_schema(config, model_dir, work_dir)
   if _is_chief(strategy):
     config_lib.save(config, model_dir)
 
@@ -809,6 +838,39 @@ def _length_outputs(config: ml_collections.ConfigDict, total: int,
     extra.update({k: v for k, v in early_stopping.items()
                   if k != "checkpoint"})
   return extra
+
+
+DATAFRAMES_SUBDIR = "dataframes"
+
+
+def train_dataframes(config: ml_collections.ConfigDict, model_dir: str,
+                     train_df, eval_df=None, validation_df=None,
+                     strategy: Optional[tf.distribute.Strategy] = None,
+                     mode: str = "train_and_eval",
+                     interactive: Optional[bool] = None) -> TrainResult:
+  """``train`` on pandas DataFrames, by the config's column roles.
+
+  ``data.label_column`` / ``dense_columns`` / ``categorical_columns`` /
+  ``ignore_columns`` name the DataFrame columns (every column needs one
+  role). The DataFrames are written once to ``model_dir/dataframes/*.csv``
+  (``data.dataframes.write_dataframes``), so the run is the csv run of
+  their rows: the schema (vocabularies, statistics) from ``train_df`` only,
+  ``model_dir/schema.json``, any strategy, export. Resuming checks each
+  DataFrame is the one the run was started with (row count and content
+  hash; DataError otherwise). ``eval_df`` is required for the eval modes
+  unless ``data.eval_files`` names csv files of the same columns.
+  """
+  from recsys_smelu.data import dataframes  # pylint: disable=g-import-not-at-top
+  if mode in ("eval", "train_and_eval") and eval_df is None and (
+      not config.data.eval_files):
+    raise ValueError(f"mode={mode!r} needs eval_df (or data.eval_files)")
+  frames = {"train": train_df, "eval": eval_df}
+  if validation_df is not None:
+    frames["validation"] = validation_df
+  config = dataframes.write_dataframes(
+      config, os.path.join(model_dir, DATAFRAMES_SUBDIR), frames)
+  return train(config, model_dir, strategy=strategy, mode=mode,
+               interactive=interactive)
 
 
 @contextlib.contextmanager

@@ -655,7 +655,8 @@ def evaluate_variants(config: ml_collections.ConfigDict, output_dir: str,
                       vary: Sequence[str] = ("init", "data_order"),
                       parallel: int = 1, mode: str = "all",
                       top_k: int = 10, determinism_from: str = "config",
-                      local_dir: Optional[str] = None
+                      local_dir: Optional[str] = None, *,
+                      train_df=None, eval_df=None, validation_df=None
                       ) -> tuple[dict[str, Any], dict[str, str]]:
   """Trains (``mode`` all|train) and reports (all|report) the twin runs.
 
@@ -669,7 +670,15 @@ def evaluate_variants(config: ml_collections.ConfigDict, output_dir: str,
   system's temporary directory, so a re-run on the same host resumes):
   what ``output_dir`` holds is copied there first, the runs and the report
   are written there, and finished runs and the report are copied back.
+
+  DataFrames: ``train_df`` (and ``eval_df``, ``validation_df``), read by the
+  config's column roles, are written once to ``output_dir/dataframes/*.csv``
+  for the runs' subprocesses (``data.dataframes.write_dataframes``; a later
+  call with other DataFrames is an error naming the split).
   """
+  if train_df is not None or eval_df is not None or validation_df is not None:
+    config = with_dataframes(config, output_dir, train_df, eval_df,
+                             validation_df)
   if "://" not in output_dir:
     return _evaluate_in(config, output_dir, variants, num_models, vary,
                         parallel, mode, top_k, determinism_from)
@@ -688,6 +697,22 @@ def evaluate_variants(config: ml_collections.ConfigDict, output_dir: str,
   local_root = os.path.abspath(local_dir)
   return results, {run_dir.replace(local_root, output_dir.rstrip("/"), 1): error
                    for run_dir, error in failures.items()}
+
+
+def with_dataframes(config: ml_collections.ConfigDict, output_dir: str,
+                    train_df, eval_df=None, validation_df=None
+                    ) -> ml_collections.ConfigDict:
+  """``config`` reading ``train_df`` / ``eval_df`` / ``validation_df``,
+  written as csv files under ``output_dir/dataframes`` (once)."""
+  from recsys_smelu.data import dataframes  # pylint: disable=g-import-not-at-top
+  if eval_df is None and not config.data.eval_files:
+    raise ValueError("the twin evaluator scores eval_df (or data.eval_files); "
+                     "give eval_df")
+  frames = {"train": train_df, "eval": eval_df}
+  if validation_df is not None:
+    frames["validation"] = validation_df
+  return dataframes.write_dataframes(
+      config, os.path.join(output_dir, "dataframes"), frames)
 
 
 def _copy_tree(source: str, destination: str,

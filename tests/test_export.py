@@ -402,3 +402,113 @@ def test_command_line(trained, tmp_path):
   assert bad.returncode != 0
   assert "error:" in bad.stderr and "config.json" in bad.stderr
   assert "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------
+# A model trained on csv files: named signature inputs, standardize inside.
+
+
+@pytest.fixture(scope="module")
+def csv_trained(tmp_path_factory):
+  """A tiny model trained on Avazu-shaped csv files with two dense columns
+  (standardized), exported at the end of training."""
+  from conftest import TINY  # pylint: disable=g-import-not-at-top
+  from tabular_samples import avazu_config_changes  # pylint: disable=g-import-not-at-top
+  from tabular_samples import write_avazu  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("csv_export")
+  train = write_avazu(str(root / "train.csv"), 1500, 0, with_dense=True)
+  evaluation = write_avazu(str(root / "eval.csv"), 300, 1, with_dense=True)
+  changes = dict(TINY)
+  changes.update(avazu_config_changes(train, evaluation, with_dense=True))
+  changes.update({"data.dense_transform": "standardize",
+                  "train.export": True})
+  model_dir = str(root / "run")
+  result = train_lib.train(
+      config_lib.override(config_lib.default_config(), changes), model_dir,
+      interactive=False)
+  return {"model_dir": model_dir, "step": result.step, "eval_file": evaluation}
+
+
+def _csv_serving_inputs(path):
+  import csv  # pylint: disable=g-import-not-at-top
+  from tabular_samples import CATEGORICAL, DENSE  # pylint: disable=g-import-not-at-top
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  inputs = {name: tf.constant([r[name] for r in rows]) for name in CATEGORICAL}
+  inputs.update({name: tf.constant(
+      [float(r[name]) if r[name] else float("nan") for r in rows], tf.float32)
+                 for name in DENSE})
+  return rows, inputs
+
+
+def test_csv_model_serves_raw_named_columns_as_the_trainer_predicted(
+    csv_trained):
+  from tabular_samples import CATEGORICAL, DENSE  # pylint: disable=g-import-not-at-top
+  export_dir = os.path.join(csv_trained["model_dir"], "export",
+                            str(csv_trained["step"]))
+  loaded = tf.saved_model.load(export_dir)
+  serving = loaded.signatures["serving_default"]
+  specs = serving.structured_input_signature[1]
+  assert set(specs) == set(CATEGORICAL) | set(DENSE)
+  assert all(specs[n].dtype == tf.string for n in CATEGORICAL)
+  assert all(specs[n].dtype == tf.float32 for n in DENSE)
+  rows, inputs = _csv_serving_inputs(csv_trained["eval_file"])
+  served = serving(**inputs)["probability"].numpy()
+  with np.load(os.path.join(csv_trained["model_dir"],
+                            "predictions.npz")) as saved:
+    np.testing.assert_allclose(served, saved["probabilities"], rtol=0,
+                               atol=1e-5)
+    np.testing.assert_array_equal(saved["labels"],
+                                  [float(r["click"]) for r in rows])
+  assert np.std(served) > 1e-3
+
+  # predict_tf_example: categorical values as bytes (the text), dense floats.
+  examples = []
+  for r in rows:
+    feature = {n: tf.train.Feature(bytes_list=tf.train.BytesList(
+        value=[r[n].encode()])) for n in CATEGORICAL if r[n]}
+    feature.update({n: tf.train.Feature(float_list=tf.train.FloatList(
+        value=[float(r[n])])) for n in DENSE if r[n]})
+    examples.append(tf.train.Example(features=tf.train.Features(
+        feature=feature)).SerializeToString())
+  from_examples = loaded.signatures["predict_tf_example"](
+      examples=tf.constant(examples))["probability"].numpy()
+  np.testing.assert_allclose(from_examples, served, rtol=0, atol=1e-6)
+
+
+def test_standardize_statistics_are_inside_the_saved_model(csv_trained,
+                                                           tmp_path):
+  """The statistics are graph constants: serving a copy of the export with
+  the run's schema.json gone gives the same numbers, and they are the
+  training file's own mean and std."""
+  from tabular_samples import DENSE  # pylint: disable=g-import-not-at-top
+  model_dir = csv_trained["model_dir"]
+  with open(os.path.join(model_dir, "schema.json")) as f:
+    stats = {d["name"]: (d["mean"], d["std"]) for d in json.load(f)["dense"]}
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  train = pd.read_csv(os.path.join(os.path.dirname(model_dir), "train.csv"))
+  for name in DENSE:
+    values = train[name].dropna().to_numpy(np.float32).astype(np.float64)
+    np.testing.assert_allclose(stats[name], (values.mean(), values.std()),
+                               rtol=1e-9)
+  copy = str(tmp_path / "copy")
+  shutil.copytree(os.path.join(model_dir, "export",
+                               str(csv_trained["step"])), copy)
+  loaded = tf.saved_model.load(copy)
+  serving = loaded.signatures["serving_default"]
+  _, inputs = _csv_serving_inputs(csv_trained["eval_file"])
+  n = 300
+
+  def served_with(values):
+    changed = dict(inputs)
+    changed.update({name: tf.fill([n], tf.constant(v, tf.float32))
+                    for name, v in zip(DENSE, values)})
+    return serving(**changed)["probability"].numpy()
+
+  # Standardized, the training mean is 0, which is also the missing value;
+  # one std away it is 1, which the model tells apart.
+  at_mean = served_with([stats[name][0] for name in DENSE])
+  missing = served_with([float("nan")] * len(DENSE))
+  one_std = served_with([stats[name][0] + stats[name][1] for name in DENSE])
+  np.testing.assert_allclose(at_mean, missing, rtol=0, atol=1e-6)
+  assert np.max(np.abs(one_std - missing)) > 1e-4

@@ -720,3 +720,138 @@ def test_sigkill_with_early_stopping_then_resume_matches_uninterrupted(
             if "OBJECT_GRAPH" not in name}
 
   assert_identical(best_arrays(killed_dir), best_arrays(whole_dir))
+
+
+# Tabular files (data.format='csv'): schema.json written, reused on resume.
+
+
+def _avazu_config(tmp_path, **extra):
+  from conftest import TINY  # pylint: disable=g-import-not-at-top
+  from tabular_samples import avazu_config_changes  # pylint: disable=g-import-not-at-top
+  from tabular_samples import write_avazu  # pylint: disable=g-import-not-at-top
+  train = write_avazu(str(tmp_path / "data" / "train.csv"), 1200, 0)
+  evaluation = write_avazu(str(tmp_path / "data" / "eval.csv"), 300, 1)
+  changes = dict(TINY)
+  changes.update(avazu_config_changes(train, evaluation))
+  changes.update({"data.vocabulary_columns": "site_category",
+                  "data.vocab_min_count": 2})
+  changes.update(extra)
+  return config_lib.override(config_lib.default_config(), changes)
+
+
+def test_csv_training_writes_schema_json_and_resume_reuses_it(tmp_path):
+  from recsys_smelu import data as data_lib  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "run")
+  config = _avazu_config(tmp_path, **{"train.steps": 10})
+  first = train_lib.train(config, model_dir, interactive=False)
+  schema_path = os.path.join(model_dir, "schema.json")
+  with open(schema_path) as f:
+    written = json.load(f)
+  assert written["label_column"] == "click"
+  assert written["ignore_columns"] == ["id"]
+  assert [c["name"] for c in written["categorical"]][:2] == ["hour", "C1"]
+  vocabulary = {c["name"]: c["vocabulary"] for c in written["categorical"]}
+  assert sorted(vocabulary["site_category"]) == [f"cat{i}" for i in range(6)]
+  assert config_lib.load(model_dir).data.schema_file == schema_path
+  assert first.eval_metrics["num_examples"] == 300
+  assert 0.0 < first.eval_metrics["logloss"] < 1.0
+
+  # Resume: the training file changes, the run keeps its schema (statistics
+  # and vocabularies of the files it was built from).
+  from tabular_samples import write_avazu  # pylint: disable=g-import-not-at-top
+  write_avazu(config.data.train_files, 1200, 5)
+  second = train_lib.train(config_lib.override(config, {"train.steps": 20}),
+                           model_dir, interactive=False)
+  assert second.step == 20
+  with open(schema_path) as f:
+    assert json.load(f) == written
+  # Changed roles against the run's schema: an error naming the key.
+  with pytest.raises(data_lib.DataError, match="'data.num_buckets' is 55"):
+    train_lib.train(config_lib.override(config, {"data.num_buckets": 55}),
+                    model_dir, mode="eval", interactive=False)
+
+
+# ----------------------------------------------------------------------------
+# pandas DataFrames (train.train_dataframes).
+
+
+def test_dataframe_training_equals_the_csv_run_and_resume_checks_the_frame(
+    tmp_path):
+  """With determinism, a DataFrame trains bit-identically to the csv of its
+  rows; resuming with another DataFrame is an error naming the split."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from recsys_smelu import data as data_lib  # pylint: disable=g-import-not-at-top
+  config = _avazu_config(tmp_path, **{"train.steps": 10, "determinism": True,
+                                      "data.vocabulary_columns": ""})
+  csv_run = train_lib.train(config, str(tmp_path / "csv"), interactive=False)
+  train_df = pd.read_csv(config.data.train_files)
+  eval_df = pd.read_csv(config.data.eval_files)
+  assert train_df["hour"].dtype == np.int64  # typed as pandas reads it
+  model_dir = str(tmp_path / "frames")
+  frame_run = train_lib.train_dataframes(config, model_dir, train_df,
+                                         eval_df, interactive=False)
+  with np.load(str(tmp_path / "csv" / "predictions.npz")) as a, np.load(
+      os.path.join(model_dir, "predictions.npz")) as b:
+    np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
+  assert frame_run.eval_metrics["auc"] == csv_run.eval_metrics["auc"]
+  with open(os.path.join(model_dir, "schema.json")) as f:
+    assert json.load(f)["columns"] == list(train_df.columns)
+  saved = config_lib.load(model_dir)
+  assert saved.data.format == "csv"
+  assert saved.data.train_files == os.path.join(model_dir, "dataframes",
+                                                "train.csv")
+
+  more = config_lib.override(config, {"train.steps": 20})
+  resumed = train_lib.train_dataframes(more, model_dir, train_df, eval_df,
+                                       interactive=False)
+  assert resumed.step == 20
+  changed = train_df.copy()
+  changed.loc[3, "site_id"] = "other"
+  with pytest.raises(data_lib.DataError,
+                     match="train_df is not the DataFrame this run was "
+                     "started with .*same 1200 rows but other content"):
+    train_lib.train_dataframes(more, model_dir, changed, eval_df,
+                               interactive=False)
+  with pytest.raises(data_lib.DataError, match="1199 rows, the run was "
+                     "started with 1200"):
+    train_lib.train_dataframes(more, model_dir, train_df.iloc[1:], eval_df,
+                               interactive=False)
+
+
+def test_dataframe_column_without_a_role_and_bad_labels_are_errors(tmp_path):
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from recsys_smelu import data as data_lib  # pylint: disable=g-import-not-at-top
+  config = _avazu_config(tmp_path)
+  train_df = pd.read_csv(config.data.train_files)
+  with pytest.raises(data_lib.DataError,
+                     match="train_df: header column 'extra' is in no role"):
+    train_lib.train_dataframes(config, str(tmp_path / "a"),
+                               train_df.assign(extra=1), train_df)
+  with pytest.raises(data_lib.DataError, match="train_df: label column "
+                     "'click' is 2.0 at row 0, expected 0 or 1"):
+    train_lib.train_dataframes(
+        config, str(tmp_path / "b"),
+        train_df.assign(click=train_df["click"].astype(float) + 2), train_df)
+
+
+@pytest.mark.slow
+def test_dataframes_train_under_mirrored_strategy(tmp_path):
+  config = _avazu_config(tmp_path)
+  code = f"""
+import recsys_smelu, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import pandas as pd
+from recsys_smelu import config as config_lib, train
+config = config_lib.from_json({config_lib.to_json(config)!r})
+strategy = train.make_strategy("mirrored")
+result = train.train_dataframes(
+    config, {str(tmp_path / 'run')!r}, pd.read_csv(config.data.train_files),
+    pd.read_csv(config.data.eval_files), strategy=strategy)
+print("REPLICAS", strategy.num_replicas_in_sync, "STEP", result.step,
+      "N", result.eval_metrics["num_examples"])
+"""
+  result = run_python(["-c", code])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "REPLICAS 2 STEP 20 N 300" in result.stdout

@@ -608,3 +608,70 @@ def test_early_stopped_twins_with_nothing_varied_are_identical(synthetic_dir,
   assert "last_step" not in metrics[1]
   assert f"relu {variant['train_steps']} steps" in (out / "report.md"
                                                     ).read_text()
+
+
+@pytest.mark.slow
+def test_twins_on_avazu_shaped_csv_files(tmp_path):
+  """The twin evaluator on csv files by column roles: each run writes and
+  keeps its schema.json and a SavedModel serving the named columns."""
+  from conftest import TINY  # pylint: disable=g-import-not-at-top
+  from tabular_samples import avazu_config_changes  # pylint: disable=g-import-not-at-top
+  from tabular_samples import CATEGORICAL  # pylint: disable=g-import-not-at-top
+  from tabular_samples import write_avazu  # pylint: disable=g-import-not-at-top
+  train = write_avazu(str(tmp_path / "train.csv"), 1000, 0)
+  evaluation = write_avazu(str(tmp_path / "eval.csv"), 200, 1)
+  changes = dict(TINY)
+  changes.update(avazu_config_changes(train, evaluation))
+  changes["train.steps"] = 10
+  config = config_lib.override(config_lib.default_config(), changes)
+  out = tmp_path / "out"
+  results, failures = twin.evaluate_variants(
+      config, str(out), [twin.parse_variant("relu")], num_models=2,
+      vary=["init"])
+  assert not failures, failures
+  variant = results["variants"][0]
+  assert variant["pd"]["relative"] > 0.0 and variant["pd"]["num_pairs"] == 1
+  for model in variant["models"]:
+    run_dir = out / model["run_dir"]
+    schema = json.loads((run_dir / "schema.json").read_text())
+    assert schema["categorical_columns"] == list(CATEGORICAL)
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    loaded = tf.saved_model.load(str(out / model["saved_model"]))
+    specs = loaded.signatures["serving_default"].structured_input_signature[1]
+    assert set(specs) == set(CATEGORICAL)
+    predictions = np.load(out / model["predictions"])["probabilities"]
+    assert predictions.shape == (200,)
+
+
+@pytest.mark.slow
+def test_twins_on_dataframes_write_them_once(tmp_path):
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from conftest import TINY  # pylint: disable=g-import-not-at-top
+  from recsys_smelu import report  # pylint: disable=g-import-not-at-top
+  from recsys_smelu.data import pipeline  # pylint: disable=g-import-not-at-top
+  from tabular_samples import avazu_config_changes, avazu_rows  # pylint: disable=g-import-not-at-top,g-multiple-import
+  header, rows = avazu_rows(800, 0)
+  train_df = pd.DataFrame(rows, columns=header)
+  header, rows = avazu_rows(200, 1)
+  eval_df = pd.DataFrame(rows, columns=header)
+  changes = dict(TINY)
+  changes.update(avazu_config_changes("", ""))
+  changes["train.steps"] = 10
+  config = config_lib.override(config_lib.default_config(), changes)
+  out = tmp_path / "out"
+  results, failures = twin.evaluate_variants(
+      config, str(out), [twin.parse_variant("relu")], num_models=2,
+      vary=["init"], train_df=train_df, eval_df=eval_df)
+  assert not failures, failures
+  assert sorted(os.listdir(out / "dataframes")) == [
+      "dataframes.json", "eval.csv", "train.csv"]
+  table = report.results_table(results)
+  assert isinstance(table, pd.DataFrame) and list(table["variant"]) == [
+      "relu"]
+  first = results["variants"][0]["models"][0]
+  assert np.load(out / first["predictions"])["probabilities"].shape == (200,)
+  with pytest.raises(pipeline.DataError, match="eval_df is not the "
+                     "DataFrame"):
+    twin.evaluate_variants(config, str(out), [twin.parse_variant("relu")],
+                           num_models=2, vary=["init"], train_df=train_df,
+                           eval_df=eval_df.iloc[:100])

@@ -31,6 +31,14 @@ its schema file), ``criteo`` (parsing and the Criteo dataset), ``movielens``,
 ``splits`` (row ranges and the validation split: which lines a split reads);
 ``convert`` and ``synthetic`` are command-line tools.
 
+Tabular files by named column roles (``data.format='csv'``, ``'parquet'``,
+or ``'tsv'`` with ``data.header``; ``data.label_column``, ...): ``tabular``
+(csv/tsv) and ``parquet`` read them; ``tabular_schema(config)`` is their
+schema (vocabularies and dense statistics from the training files, or the
+run's ``data.schema_file``), whose ``features`` carries the dense transform
+into the model and the SavedModel. ``dataframes`` writes pandas DataFrames
+as csv files by the same roles.
+
 MovieLens (``data.format='movielens'``): 7 categorical features with
 vocabularies and 19 dense genre flags, see ``recsys_smelu.data.movielens``.
 """
@@ -47,11 +55,13 @@ tf_keras2.import_tensorflow_quietly()  # tf.data only; tf.keras untouched
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from recsys_smelu import choices
 from recsys_smelu.data import criteo
 from recsys_smelu.data import movielens
 from recsys_smelu.data import packed
 from recsys_smelu.data import readers
 from recsys_smelu.data import splits
+from recsys_smelu.data import tabular
 from recsys_smelu.data.pipeline import BAD_ROW_REASONS
 from recsys_smelu.data.pipeline import bad_row_error
 from recsys_smelu.data.pipeline import BadRowCounter
@@ -80,9 +90,102 @@ def build_schema(config: ml_collections.ConfigDict) -> FeatureSchema:
 
   tsv/tfrecord/packed: ``criteo_schema(data.num_buckets, model.embedding_dim,
   data.num_dense, data.num_categorical)``; movielens: vocabularies read from
-  ``data.movielens_dir`` (``data.num_*`` are ignored).
+  ``data.movielens_dir`` (``data.num_*`` are ignored); the tabular formats
+  (and any format with ``data.schema_file``, e.g. packed files converted
+  from csv): ``tabular_schema(config).features``, the named columns with
+  their dense transform and statistics.
   """
+  if is_tabular(config.data) or config.data.schema_file:
+    return tabular_schema(config).features
   return feature_schema(config.data, config.model.embedding_dim)
+
+
+def is_tabular(data: ml_collections.ConfigDict) -> bool:
+  """Whether ``data`` (``config.data``) is read by named column roles:
+  formats 'csv' and 'parquet', and 'tsv' with ``data.header``."""
+  return choices.is_tabular(data.format, data.header)
+
+
+def tabular_spec(config: ml_collections.ConfigDict) -> tabular.TabularSpec:
+  """The ``TabularSpec`` of ``config.data``'s role keys (DataError naming
+  the key for a bad entry)."""
+  d = config.data
+  return tabular.TabularSpec.from_strings(
+      label_column=d.label_column, dense_columns=d.dense_columns,
+      categorical_columns=d.categorical_columns,
+      ignore_columns=d.ignore_columns,
+      num_buckets_per_column=d.num_buckets_per_column,
+      vocabulary_files=d.vocabulary_files,
+      vocabulary_columns=d.vocabulary_columns, file_format=d.format,
+      delimiter=d.delimiter, header=True, num_buckets=d.num_buckets,
+      vocab_min_count=d.vocab_min_count, dense_transform=d.dense_transform,
+      embedding_dim=config.model.embedding_dim)
+
+
+_SCHEMA_CACHE: dict = {}
+
+
+def _file_state(paths) -> tuple:
+  """(path, size, mtime) of each file: a cache key that changes with them."""
+  state = []
+  for path in paths:
+    stat = tf.io.gfile.stat(path)
+    state.append((path, stat.length, stat.mtime_nsec))
+  return tuple(state)
+
+
+def tabular_schema(config: ml_collections.ConfigDict) -> tabular.TabularSchema:
+  """The ``TabularSchema`` of ``config``: loaded from ``data.schema_file``
+  (the run's ``schema.json``) when set, else built from ``data.train_files``
+  (``tabular.build_schema``: vocabularies and statistics from the training
+  files only). With role keys set, a schema file whose roles differ from
+  them is an error naming the first key that differs. Cached per file
+  state, so the one pass over the training files runs once per process."""
+  d = config.data
+  if d.schema_file:
+    key = ("file", _file_state([d.schema_file]))
+    if key not in _SCHEMA_CACHE:
+      _SCHEMA_CACHE[key] = tabular.load_schema(d.schema_file)
+    schema = _SCHEMA_CACHE[key]
+    if is_tabular(d):
+      check_schema_roles(schema, tabular_spec(config), d.schema_file)
+    return schema
+  spec = tabular_spec(config)
+  if not d.train_files:
+    raise NoMatchingFilesError("config key 'data.train_files' is empty; the "
+                               "tabular schema is built from the training "
+                               "files")
+  files = expand_patterns(d.train_files)
+  key = ("build", spec, d.on_bad_row, _file_state(files))
+  if key not in _SCHEMA_CACHE:
+    _SCHEMA_CACHE[key] = _tabular_reader(d.format).build_schema(
+        files, spec, on_bad_row=d.on_bad_row)
+  return _SCHEMA_CACHE[key]
+
+
+def check_schema_roles(schema: tabular.TabularSchema,
+                       spec: tabular.TabularSpec, source: str) -> None:
+  """Raises DataError naming the first config key where ``spec`` (the
+  config's roles) differs from ``schema.spec`` (read from ``source``)."""
+  keys = {"label_column": "data.label_column",
+          "dense_columns": "data.dense_columns",
+          "categorical_columns": "data.categorical_columns",
+          "ignore_columns": "data.ignore_columns",
+          "file_format": "data.format", "delimiter": "data.delimiter",
+          "num_buckets": "data.num_buckets",
+          "num_buckets_per_column": "data.num_buckets_per_column",
+          "vocabulary_files": "data.vocabulary_files",
+          "vocabulary_columns": "data.vocabulary_columns",
+          "vocab_min_count": "data.vocab_min_count",
+          "dense_transform": "data.dense_transform",
+          "embedding_dim": "model.embedding_dim"}
+  for field, key in keys.items():
+    have, want = getattr(schema.spec, field), getattr(spec, field)
+    if have != want:
+      raise DataError(
+          f"{source}: config key {key!r} is {want!r} but the run's schema "
+          f"was built with {have!r}; use the run's config (or a new "
+          "model_dir)")
 
 
 def feature_schema(data: ml_collections.ConfigDict,
@@ -152,6 +255,13 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
         shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
         num_shards=num_shards, shard_index=shard_index,
         validation_per_user=data.validation_ratings_per_user)
+  if is_tabular(data):
+    return _tabular_reader(data.format).make_dataset(
+        _tabular_files(config, split), tabular_schema(config), batch_size,
+        training=training, shuffle=shuffle,
+        shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
+        cycle_length=data.cycle_length, on_bad_row=data.on_bad_row,
+        bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index)
   rows = splits.split_rows(config, split, _row_counter(config))
   return criteo.make_dataset(
       rows.files, schema, batch_size,
@@ -169,13 +279,24 @@ def has_validation(config: ml_collections.ConfigDict) -> bool:
   return splits.has_validation(config)
 
 
+def _tabular_reader(file_format: str):
+  """The module reading a tabular format: ``parquet`` or ``tabular``."""
+  if file_format == "parquet":
+    from recsys_smelu.data import parquet  # pylint: disable=g-import-not-at-top
+    return parquet
+  return tabular
+
+
 def count_rows(config: ml_collections.ConfigDict, split: str) -> int:
   """Rows of the ``split`` ('train' | 'validation' | 'eval') of
   ``config.data``, after row ranges and the validation split
   (``recsys_smelu.data.splits``), as the files hold them: TSV lines,
   TFRecord records, packed rows (bad rows included; they are found only
-  while reading), MovieLens ratings. Builds no model, so the trainer can size
-  epochs first."""
+  while reading), MovieLens ratings; tabular files: rows less the header
+  lines. Builds no model, so the trainer can size epochs first."""
+  if is_tabular(config.data):
+    return _tabular_reader(config.data.format).count_rows(
+        _tabular_files(config, split), tabular_spec(config))
   return splits.count_rows(config, split, _row_counter(config),
                            _count_all(config))
 
@@ -185,7 +306,30 @@ def check_splits(config: ml_collections.ConfigDict) -> dict[str, int]:
   'eval'}``), checked: raises ``ConfigError`` naming the key for a row range
   outside its files, eval rows overlapping the train rows, or an empty
   split. The trainer calls it before building the model."""
+  if is_tabular(config.data):
+    counts = {split: count_rows(config, split) for split in SPLITS
+              if split != "validation" or has_validation(config)}
+    for split, count in counts.items():
+      if not count:
+        raise ConfigError(f"config key 'data.{split}_files': the {split} "
+                          "split is empty")
+    return counts
   return splits.check_splits(config, _row_counter(config), _count_all(config))
+
+
+def _tabular_files(config: ml_collections.ConfigDict, split: str
+                   ) -> list[str]:
+  """The files of ``split`` of tabular data (whole files: row ranges and a
+  validation fraction are refused for these formats by ``config.validate``)."""
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  if split == "validation" and not has_validation(config):
+    raise DataError(splits.NO_VALIDATION)
+  pattern = config.data[f"{split}_files"]
+  if not pattern:
+    raise NoMatchingFilesError(f"config key 'data.{split}_files' is empty; "
+                               "give a file pattern")
+  return expand_patterns(pattern)
 
 
 def _packed_width(config: ml_collections.ConfigDict) -> int:
@@ -210,6 +354,7 @@ __all__ = [
     "DataError", "FeatureSchema", "MovieLensFormatError",
     "NoMatchingFilesError", "SPARSE_KEY", "build_dataset", "build_schema",
     "ConfigError", "check_splits", "count_rows", "has_validation",
-    "criteo_schema", "expand_patterns", "feature_schema", "raw_to_model_inputs",
+    "criteo_schema", "expand_patterns", "feature_schema", "is_tabular",
+    "raw_to_model_inputs", "tabular_schema", "tabular_spec",
     "tf_example_feature_spec",
 ]

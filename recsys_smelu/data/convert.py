@@ -26,6 +26,12 @@ data). The ids depend on the bucket counts (``--num_buckets``, which must be
 the training config's ``data.num_buckets``); the schema file records them and
 the pipeline refuses files converted for another schema.
 
+Tabular input (csv, tsv with a header, parquet): ``--format=packed
+--schema_file=MODEL_DIR/schema.json`` reads the files by the roles,
+vocabularies and dense statistics of that schema and writes it beside the
+rows; train on them with ``data.format='packed'`` and
+``data.schema_file=D/schema.json``.
+
 The flags are absl flags (``--helpfull`` lists them); the main parses them
 and calls ``convert_files``.
 """
@@ -45,6 +51,7 @@ from recsys_smelu.data import criteo
 from recsys_smelu.data import features as features_lib
 from recsys_smelu.data import packed as packed_lib
 from recsys_smelu.data import pipeline
+from recsys_smelu.data import tabular
 
 _MAX_CACHED_VALUES = 1 << 20  # per feature, encoded categorical entries
 
@@ -232,17 +239,68 @@ def convert_packed(input_pattern: str, output_dir: str, *,
           "records": total, "skipped_bad_rows": bad_rows.by_reason()}
 
 
+def convert_tabular_packed(input_pattern: str, output_dir: str,
+                           schema: tabular.TabularSchema, *,
+                           records_per_file: int = 1_000_000,
+                           on_bad_row: str = "error", prefix: str = "part",
+                           bad_rows: Optional[pipeline.BadRowCounter] = None
+                           ) -> dict:
+  """Converts tabular files (csv / tsv with a header / parquet, as
+  ``schema`` reads them) to packed files; returns a summary dict.
+
+  Writes ``output_dir/packed_schema.json`` and the tabular ``schema.json``
+  (roles, vocabularies, statistics) beside the rows: train on them with
+  ``data.format='packed'`` and ``data.schema_file=output_dir/schema.json``.
+  """
+  if records_per_file < 1:
+    raise ValueError(f"records_per_file must be >= 1, got {records_per_file}")
+  files = pipeline.expand_patterns(input_pattern)
+  bad_rows = bad_rows if bad_rows is not None else pipeline.BadRowCounter()
+  if schema.spec.file_format == "parquet":
+    from recsys_smelu.data import parquet  # pylint: disable=g-import-not-at-top
+    chunks = parquet.packed_chunks(files, schema, on_bad_row=on_bad_row,
+                                   bad_rows=bad_rows)
+  else:
+    tabular.check_headers(files, schema.spec, schema.columns)
+    chunks = tabular.packed_chunks(files, schema, on_bad_row=on_bad_row,
+                                   bad_rows=bad_rows)
+  tf.io.gfile.makedirs(output_dir)
+  outputs, total = _write_split(
+      (np.ascontiguousarray(chunk, dtype="<i4")
+       for chunk in chunks.as_numpy_iterator()),
+      output_dir, prefix, ".packed", records_per_file,
+      lambda path: tf.io.gfile.GFile(path, "wb"),
+      lambda writer, rows: writer.write(rows.tobytes()))
+  schema_file = packed_lib.write_packed_schema(output_dir, schema.features)
+  tabular_schema_file = tabular.save_schema(
+      schema, os.path.join(output_dir, tabular.SCHEMA_FILE))
+  return {"inputs": files, "outputs": outputs, "schema_file": schema_file,
+          "tabular_schema_file": tabular_schema_file, "records": total,
+          "skipped_bad_rows": bad_rows.by_reason()}
+
+
 def convert_files(input_pattern: str, output_dir: str, *,
                   output_format: str = "tfrecord", num_buckets: int = 10_000,
                   num_dense: int = 13, num_categorical: int = 26,
                   records_per_file: int = 1_000_000, on_bad_row: str = "error",
-                  prefix: str = "part", use_gzip: bool = False) -> dict:
+                  prefix: str = "part", use_gzip: bool = False,
+                  schema_file: str = "") -> dict:
   """``convert`` (``output_format='tfrecord'``) or ``convert_packed``
   (``'packed'``) with the Criteo schema of these sizes; what the command line
-  runs. Returns the summary dict."""
+  runs. With ``schema_file`` (a tabular ``schema.json``, e.g. a training
+  run's ``model_dir/schema.json``) the input is tabular files read by its
+  roles: ``convert_tabular_packed``. Returns the summary dict."""
   if output_format not in ("tfrecord", "packed"):
     raise ValueError(f"output_format must be 'tfrecord' or 'packed', got "
                      f"{output_format!r}")
+  if schema_file:
+    if output_format != "packed":
+      raise ValueError("--schema_file (tabular input) converts to "
+                       "--format=packed only")
+    return convert_tabular_packed(
+        input_pattern, output_dir, tabular.load_schema(schema_file),
+        records_per_file=records_per_file, on_bad_row=on_bad_row,
+        prefix=prefix)
   schema = features_lib.criteo_schema(num_buckets=num_buckets,
                                       num_dense=num_dense,
                                       num_categorical=num_categorical)
@@ -286,6 +344,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer("num_buckets", 10_000, "packed: buckets per "
                        "categorical feature; must be the training config's "
                        "data.num_buckets.", flag_values=flag_values)
+  flags.DEFINE_string("schema_file", "", "packed: a tabular schema.json "
+                      "(e.g. a training run's MODEL_DIR/schema.json): the "
+                      "input is csv / tsv-with-header / parquet files read by "
+                      "its column roles, vocabularies and statistics "
+                      "(--num_* are ignored).", flag_values=flag_values)
   flags.mark_flags_as_required(["input", "output_dir"], flag_values=flag_values)
 
 
@@ -301,7 +364,7 @@ def main(argv: Sequence[str],
         num_buckets=f.num_buckets, num_dense=f.num_dense,
         num_categorical=f.num_categorical,
         records_per_file=f.records_per_file, on_bad_row=f.on_bad_row,
-        prefix=f.prefix, use_gzip=f.gzip)
+        prefix=f.prefix, use_gzip=f.gzip, schema_file=f.schema_file)
   except tf.errors.InvalidArgumentError as e:
     bad_row = pipeline.bad_row_error(e)
     if bad_row is None:

@@ -41,11 +41,37 @@ class CategoricalFeature:
                        "len(vocabulary) + 1 (bucket 0 is out-of-vocabulary)")
 
 
+# How raw dense values become model inputs (``transform_dense_values``).
+DENSE_TRANSFORMS = ("log1p_clip0", "none", "standardize")
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureSchema:
+  """The model's features, and how raw dense values are transformed.
+
+  ``dense_transform``: ``log1p_clip0`` (the default, Criteo's
+  ``log(1 + max(x, 0))``), ``none`` or ``standardize`` with one
+  ``dense_mean`` / ``dense_std`` per dense feature (training statistics, so
+  they travel with the schema into the packed schema and the SavedModel).
+  """
   dense: tuple[str, ...]
   categorical: tuple[CategoricalFeature, ...]
   label: str = "label"
+  dense_transform: str = "log1p_clip0"
+  dense_mean: tuple[float, ...] = ()
+  dense_std: tuple[float, ...] = ()
+
+  def __post_init__(self):
+    if self.dense_transform not in DENSE_TRANSFORMS:
+      raise ValueError(f"dense_transform {self.dense_transform!r} is not one "
+                       f"of {', '.join(DENSE_TRANSFORMS)}")
+    with_stats = self.dense_transform == "standardize"
+    n = len(self.dense) if with_stats else 0
+    if len(self.dense_mean) != n or len(self.dense_std) != n:
+      raise ValueError(
+          f"dense_transform {self.dense_transform!r} needs "
+          f"{'one mean and std per dense feature' if with_stats else 'no statistics'}"
+          f", got {len(self.dense_mean)} means and {len(self.dense_std)} stds")
 
   @property
   def num_dense(self) -> int:
@@ -199,6 +225,32 @@ def categorical_ids(values, feature: CategoricalFeature):
       tf.strings.to_hash_bucket_fast(values, hash_modulus(feature)), feature)
 
 
+def transform_dense_values(values, schema: FeatureSchema):
+  """Model dense inputs float32 [n, num_dense] from raw values [n, num_dense]
+  (numbers, NaN = missing; or validated strings, "" = missing) by
+  ``schema.dense_transform``:
+
+  * ``log1p_clip0``: ``log(1 + max(x, 0))``, missing -> 0 (``dense_transform``);
+  * ``none``: ``x``, missing -> 0;
+  * ``standardize``: ``(x - mean) / std`` per feature (in float64), missing
+    -> 0 (the mean).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if schema.dense_transform == "log1p_clip0":
+    return dense_transform(values)
+  values = tf.convert_to_tensor(values)
+  if values.dtype == tf.string:
+    values = tf.strings.to_number(
+        tf.where(tf.equal(values, ""), tf.constant("nan"), values), tf.float64)
+  values = tf.cast(values, tf.float64)
+  missing = tf.math.is_nan(values)
+  if schema.dense_transform == "standardize":
+    values = ((values - tf.constant(schema.dense_mean, tf.float64))
+              / tf.constant(schema.dense_std, tf.float64))
+  values = tf.cast(values, tf.float32)
+  return tf.where(missing, tf.zeros_like(values), values)
+
+
 def raw_to_model_inputs(raw: Mapping[str, Any], schema: FeatureSchema
                         ) -> dict[str, Any]:
   """THE transformation from raw feature values to the model's features dict.
@@ -206,8 +258,9 @@ def raw_to_model_inputs(raw: Mapping[str, Any], schema: FeatureSchema
   ``raw`` maps every name in ``schema.dense`` and ``schema.categorical_names``
   to a tensor of shape [B] (other keys, e.g. the label, are ignored). Returns
   ``{"dense_features": float32 [B, num_dense], "sparse_features": {name: int32
-  [B]}}`` with dense = ``log(1 + max(x, 0))`` (missing -> 0) and categorical
-  ids from ``categorical_ids``. The input pipelines and the serving signature
+  [B]}}`` with dense by ``schema.dense_transform`` (default ``log(1 + max(x,
+  0))``, missing -> 0; ``transform_dense_values``) and categorical ids from
+  ``categorical_ids``. The input pipelines and the serving signature
   both call this, so training and serving cannot disagree.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -219,8 +272,12 @@ def raw_to_model_inputs(raw: Mapping[str, Any], schema: FeatureSchema
                    f"{len(schema.dense)} dense + {len(schema.categorical)} "
                    "categorical features")
   sparse = {f.name: categorical_ids(raw[f.name], f) for f in schema.categorical}
-  if schema.dense:
+  if schema.dense and schema.dense_transform == "log1p_clip0":
     dense = tf.stack([dense_transform(raw[n]) for n in schema.dense], axis=-1)
+  elif schema.dense:
+    dense = transform_dense_values(
+        tf.stack([tf.convert_to_tensor(raw[n]) for n in schema.dense], axis=-1),
+        schema)
   else:
     reference = (tf.convert_to_tensor(raw[schema.categorical[0].name])
                  if schema.categorical else tf.zeros([0]))

@@ -103,8 +103,9 @@ def hashing_fingerprint() -> str:
 def packed_schema_description(schema: features_lib.FeatureSchema) -> dict:
   """What ``PACKED_SCHEMA_FILE`` records: the layout and everything the ids
   depend on (feature names, bucket counts, vocabulary sizes and fingerprints,
-  the hashing fingerprint)."""
-  return {
+  the hashing fingerprint) and, when it is not the default ``log1p_clip0``,
+  the dense transform with its statistics (tabular data)."""
+  description = {
       "format": PACKED_FORMAT_NAME,
       "version": PACKED_FORMAT_VERSION,
       "row": "int32 little-endian: label (float32 bits), dense (float32 bits "
@@ -120,6 +121,13 @@ def packed_schema_description(schema: features_lib.FeatureSchema) -> dict:
                            f.vocabulary)}
                       for f in schema.categorical],
   }
+  if schema.dense_transform != "log1p_clip0":
+    description["row"] = description["row"].replace(
+        "log(1 + max(x, 0))", "the dense_transform")
+    description["dense_transform"] = {
+        "name": schema.dense_transform,
+        "mean": list(schema.dense_mean), "std": list(schema.dense_std)}
+  return description
 
 
 def check_packed_files(files: Sequence[str],
@@ -198,6 +206,15 @@ def _compare_packed_schema(schema_path: str, have: dict, want: dict) -> None:
     if h != w:
       raise DataError(f"{schema_path}: feature {w['name']} is {h!r}, "
                       f"expected {w!r}{_CONVERT_AGAIN}")
+  have_transform = have.get("dense_transform",
+                            {"name": "log1p_clip0", "mean": [], "std": []})
+  want_transform = want.get("dense_transform",
+                            {"name": "log1p_clip0", "mean": [], "std": []})
+  if have_transform != want_transform:
+    raise DataError(
+        f"{schema_path}: the dense values were transformed by "
+        f"{have_transform!r}, the schema asks for {want_transform!r} (config "
+        f"keys 'data.dense_transform', 'data.schema_file'){_CONVERT_AGAIN}")
   if have.get("label") != want["label"]:
     raise DataError(f"{schema_path}: label {have.get('label')!r}, expected "
                     f"{want['label']!r}")

@@ -42,10 +42,12 @@ import collections
 import csv
 import dataclasses
 import difflib
+import fractions
 import gzip
 import io
 import json
 import math
+import os
 import re
 import shlex
 from typing import Iterable, Mapping, Optional, Sequence
@@ -60,9 +62,9 @@ from recsys_smelu.data import readers
 from recsys_smelu.data.pipeline import BadRowCounter
 from recsys_smelu.data.pipeline import DataError
 
-FILE_FORMATS = ("csv", "tsv")
-DEFAULT_DELIMITERS = {"csv": ",", "tsv": "\t"}
-DENSE_TRANSFORMS = ("log1p_clip0", "none", "standardize")
+FILE_FORMATS = ("csv", "tsv", "parquet")  # parquet: data.parquet reads it
+DEFAULT_DELIMITERS = {"csv": ",", "tsv": "\t", "parquet": ","}
+DENSE_TRANSFORMS = features_lib.DENSE_TRANSFORMS
 # Column names the schema guess takes for the label (lower case).
 LABEL_NAMES = ("click", "clicked", "label", "target", "y")
 # Column names the schema guess puts in ignore_columns (lower case).
@@ -371,6 +373,9 @@ def _split_line(line: str, delimiter: str, path: str, line_number: int
 def read_header(path: str, spec: TabularSpec) -> tuple[str, ...]:
   """The column names of ``path``'s first line (``spec.delimiter``, quotes
   as RFC 4180), or ``spec.column_names`` when the files have no header."""
+  if spec.file_format == "parquet":
+    from recsys_smelu.data import parquet  # pylint: disable=g-import-not-at-top
+    return parquet.read_columns(path)
   if not spec.header:
     return spec.column_names
   try:
@@ -441,26 +446,10 @@ class TabularSchema:
 
 def transform_dense(values, schema: TabularSchema):
   """Model dense inputs float32 [n, k] from raw values float32 [n, k] (NaN =
-  missing), by ``schema.spec.dense_transform``:
-
-  * ``log1p_clip0``: ``log(1 + max(x, 0))``, missing -> 0
-    (``features.dense_transform``);
-  * ``none``: ``x``, missing -> 0;
-  * ``standardize``: ``(x - mean) / std`` per column (computed in float64),
-    missing -> 0.
-  """
-  values = tf.convert_to_tensor(values, tf.float32)
-  transform = schema.spec.dense_transform
-  if transform == "log1p_clip0":
-    return features_lib.dense_transform(values)
-  missing = tf.math.is_nan(values)
-  if transform == "none":
-    return tf.where(missing, tf.zeros_like(values), values)
-  mean = tf.constant(schema.dense_mean, tf.float64)
-  std = tf.constant(schema.dense_std, tf.float64)
-  standardized = tf.cast((tf.cast(values, tf.float64) - mean) / std,
-                         tf.float32)
-  return tf.where(missing, tf.zeros_like(standardized), standardized)
+  missing), by ``schema.spec.dense_transform`` with its statistics
+  (``features.transform_dense_values``: the serving graph's transform)."""
+  return features_lib.transform_dense_values(
+      tf.convert_to_tensor(values, tf.float32), schema.features)
 
 
 def model_inputs(raw: Mapping[str, object], schema: TabularSchema) -> dict:
@@ -569,13 +558,12 @@ def schema_from_json(description: Mapping, source: str = "schema") -> TabularSch
       raise DataError(f"{source}: 'categorical' does not list the "
                       "categorical columns")
     with_stats = spec.dense_transform == "standardize"
+    dense_mean = tuple(float(d["mean"]) for d in dense) if with_stats else ()
+    dense_std = tuple(float(d["std"]) for d in dense) if with_stats else ()
     return TabularSchema(
         spec=spec, columns=tuple(description["columns"]),
-        features=features_lib.FeatureSchema(
-            dense=spec.dense_columns, categorical=categorical,
-            label=spec.label_column),
-        dense_mean=tuple(float(d["mean"]) for d in dense) if with_stats else (),
-        dense_std=tuple(float(d["std"]) for d in dense) if with_stats else ())
+        features=feature_schema_of(spec, categorical, dense_mean, dense_std),
+        dense_mean=dense_mean, dense_std=dense_std)
   except (KeyError, TypeError, AttributeError) as e:
     raise DataError(f"{source}: malformed schema ({type(e).__name__}: {e})"
                     ) from None
@@ -586,8 +574,11 @@ def save_schema(schema: TabularSchema, path: str) -> str:
   ``path/schema.json``); returns the file written."""
   if tf.io.gfile.isdir(path):
     path = path.rstrip("/") + "/" + SCHEMA_FILE
-  with tf.io.gfile.GFile(path, "w") as f:
+  # Written beside and renamed, so a reader never sees half a schema.
+  staging = f"{path}.tmp-{os.getpid()}"
+  with tf.io.gfile.GFile(staging, "w") as f:
     json.dump(schema_to_json(schema), f, indent=1)
+  tf.io.gfile.rename(staging, path, overwrite=True)
   return path
 
 
@@ -627,6 +618,19 @@ def read_vocabulary_file(path: str, column: str) -> tuple[str, ...]:
   return tuple(values)
 
 
+def feature_schema_of(spec: TabularSpec,
+                      categorical: tuple[features_lib.CategoricalFeature, ...],
+                      dense_mean=(), dense_std=()) -> features_lib.FeatureSchema:
+  """The model's ``FeatureSchema``: the spec's dense columns with its dense
+  transform and statistics, ``categorical``, the label."""
+  standardize = spec.dense_transform == "standardize"
+  return features_lib.FeatureSchema(
+      dense=spec.dense_columns, categorical=tuple(categorical),
+      label=spec.label_column, dense_transform=spec.dense_transform,
+      dense_mean=tuple(dense_mean) if standardize else (),
+      dense_std=tuple(dense_std) if standardize else ())
+
+
 def _schema(spec: TabularSpec, columns, vocabularies: Mapping[str, tuple],
             dense_mean=(), dense_std=()) -> TabularSchema:
   categorical = []
@@ -638,9 +642,8 @@ def _schema(spec: TabularSpec, columns, vocabularies: Mapping[str, tuple],
         name, buckets, spec.embedding_dim, vocabulary))
   return TabularSchema(
       spec=spec, columns=tuple(columns),
-      features=features_lib.FeatureSchema(
-          dense=spec.dense_columns, categorical=tuple(categorical),
-          label=spec.label_column),
+      features=feature_schema_of(spec, tuple(categorical), dense_mean,
+                                 dense_std),
       dense_mean=tuple(dense_mean), dense_std=tuple(dense_std))
 
 
@@ -657,13 +660,81 @@ def build_schema(files: Sequence[str], spec: TabularSpec, *,
   * vocabulary: the values seen at least ``spec.vocab_min_count`` times
     (the empty value never), most frequent first, ties in value order;
   * ``standardize``: per dense column the mean and the population std of its
-    present values as read (float32), in float64 with Chan's pairwise update
-    over chunks; a
+    present values as read (float32), computed exactly (``ExactMoments``,
+    so independent of chunking and reader) and rounded to float64; a
     column that is constant or has no value gets std 1 (so it standardizes
     to 0 at its mean) and, without values, mean 0.
   """
   files = list(files)
   columns = check_headers(files, spec)
+  return schema_from_raw_chunks(
+      spec, columns, len(files),
+      lambda reading: raw_dataset(files, reading, on_bad_row=on_bad_row,
+                                  bad_rows=bad_rows))
+
+
+class ExactMoments:
+  """Count, sum and sum of squares of float32 values, exactly (Python
+  integers in units of 2**-149, the smallest float32 step, and its square),
+  so the mean and std do not depend on how the values were chunked, sharded
+  or ordered: csv, Parquet and DataFrame readers of the same rows agree to
+  the bit. NaN (missing) values are left out."""
+
+  def __init__(self):
+    self.count = 0
+    self.sum = 0  # sum(x) * 2**149
+    self.sum_squares = 0  # sum(x**2) * 2**298
+
+  def add(self, values) -> None:
+    values = np.asarray(values, np.float32)
+    values = values[~np.isnan(values)]
+    if not values.size:
+      return
+    bits = values.view(np.uint32).astype(np.int64)
+    negative = (bits >> 31) == 1
+    exponent = (bits >> 23) & 0xFF
+    mantissa = bits & 0x7FFFFF
+    normal = exponent > 0
+    mantissa = np.where(normal, mantissa | 0x800000, mantissa)
+    shift = np.where(normal, exponent - 1, 0)  # |x| = mantissa * 2**(shift-149)
+    signed = np.where(negative, -mantissa, mantissa)
+    high, low = mantissa >> 12, mantissa & 0xFFF
+    self.count += int(values.size)
+    # Per exponent, sums of integers below 2**25 each: exact in float64
+    # for any chunk under 2**28 values.
+    length = int(shift.max()) + 1
+    totals = np.bincount(shift, weights=signed.astype(np.float64),
+                         minlength=length)
+    self.sum += sum(int(t) << int(e) for e, t in enumerate(totals) if t)
+    for weights, scale in ((high * high, 24), (2 * high * low, 12),
+                           (low * low, 0)):
+      totals = np.bincount(shift, weights=weights.astype(np.float64),
+                           minlength=length)
+      self.sum_squares += sum(int(t) << (2 * int(e) + scale)
+                              for e, t in enumerate(totals) if t)
+
+  def mean(self) -> float:
+    """The mean, correctly rounded to float64 (0 without values)."""
+    if not self.count:
+      return 0.0
+    return float(fractions.Fraction(self.sum, self.count << 149))
+
+  def std(self) -> float:
+    """The population std: sqrt of the correctly rounded variance."""
+    if not self.count:
+      return 0.0
+    variance = fractions.Fraction(
+        self.count * self.sum_squares - self.sum * self.sum,
+        (self.count * self.count) << 298)
+    return math.sqrt(float(variance))
+
+
+def schema_from_raw_chunks(spec: TabularSpec, columns: Sequence[str],
+                           num_files: int, raw_chunks) -> TabularSchema:
+  """``build_schema``'s vocabularies and statistics from
+  ``raw_chunks(reading_schema)``, a dataset of raw valid rows (as
+  ``raw_dataset`` makes them) read with a placeholder schema; no pass when
+  neither is needed. Shared by the csv/tsv and Parquet readers."""
   vocabularies = {name: read_vocabulary_file(path, name)
                   for name, path in spec.vocabulary_files}
   standardize = spec.dense_transform == "standardize"
@@ -673,29 +744,14 @@ def build_schema(files: Sequence[str], spec: TabularSpec, *,
   reading = _schema(dataclasses.replace(spec, dense_transform="none"),
                     columns, {})
   counters = {name: collections.Counter() for name in spec.vocabulary_columns}
-  num_dense = len(spec.dense_columns)
-  count = np.zeros(num_dense)
-  mean = np.zeros(num_dense)
-  m2 = np.zeros(num_dense)
-  for raw in raw_dataset(files, reading, on_bad_row=on_bad_row,
-                         bad_rows=bad_rows).as_numpy_iterator():
+  sums = [ExactMoments() for _ in spec.dense_columns]
+  for raw in raw_chunks(reading).as_numpy_iterator():
     for name, counter in counters.items():
       values, counts = np.unique(raw[name], return_counts=True)
       counter.update(dict(zip(values.tolist(), counts.tolist())))
-    if standardize and num_dense:
-      dense = np.stack([raw[n] for n in spec.dense_columns], 1).astype(
-          np.float64)
-      present = ~np.isnan(dense)
-      n_b = present.sum(0)
-      sums = np.where(present, dense, 0.0).sum(0)
-      mean_b = np.divide(sums, n_b, out=np.zeros(num_dense), where=n_b > 0)
-      m2_b = np.where(present, (dense - mean_b) ** 2, 0.0).sum(0)
-      total = count + n_b
-      delta = mean_b - mean
-      safe_total = np.maximum(total, 1)
-      mean = mean + delta * n_b / safe_total
-      m2 = m2 + m2_b + delta ** 2 * count * n_b / safe_total
-      count = total
+    if standardize:
+      for moments, name in zip(sums, spec.dense_columns):
+        moments.add(raw[name])
   for name, counter in counters.items():
     counter.pop(b"", None)
     kept = sorted(((value, n) for value, n in counter.items()
@@ -709,14 +765,12 @@ def build_schema(files: Sequence[str], spec: TabularSpec, *,
     if not vocabularies[name]:
       raise DataError(
           f"column {name!r}: no value is seen at least "
-          f"{spec.vocab_min_count} times in {len(files)} training files "
+          f"{spec.vocab_min_count} times in {num_files} training files "
           "(data.vocab_min_count); its vocabulary would be empty")
   dense_mean, dense_std = (), ()
   if standardize:
-    std = np.sqrt(np.divide(m2, count, out=np.zeros(num_dense),
-                            where=count > 0))
-    dense_mean = tuple(float(m) for m in mean)
-    dense_std = tuple(float(s) if s > 0 else 1.0 for s in std)
+    dense_mean = tuple(m.mean() for m in sums)
+    dense_std = tuple(m.std() or 1.0 for m in sums)
   return _schema(spec, columns, vocabularies, dense_mean, dense_std)
 
 
@@ -973,6 +1027,19 @@ def make_dataset(files: Sequence[str], schema: TabularSchema,
       files, schema, on_bad_row=on_bad_row, bad_rows=bad_rows,
       line_shards=line_shards, shuffle_files=shuffle, seed=seed,
       parallel_files=min(cycle_length, len(files)) if training else 1)
+  return batch_packed_chunks(
+      dataset, schema, batch_size, shuffle=shuffle,
+      shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat,
+      drop_remainder=drop_remainder, sharded=num_shards > 1)
+
+
+def batch_packed_chunks(dataset: tf.data.Dataset, schema: TabularSchema,
+                        batch_size: int, *, shuffle: bool,
+                        shuffle_buffer: int, seed: Optional[int],
+                        repeat: bool, drop_remainder: bool,
+                        sharded: bool) -> tf.data.Dataset:
+  """Packed-row chunks -> shuffled (``pipeline.shuffle_chunks``, seed
+  ``seed + 7919``), repeated, ``(features, label)`` batches."""
   if shuffle and shuffle_buffer > 0:
     dataset = pipeline.shuffle_chunks(
         dataset, shuffle_buffer,
@@ -983,7 +1050,7 @@ def make_dataset(files: Sequence[str], schema: TabularSchema,
   dataset = dataset.map(lambda rows: packed_lib.unpack(rows, schema.features),
                         num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
-  return pipeline.finish_pipeline(dataset, sharded=num_shards > 1)
+  return pipeline.finish_pipeline(dataset, sharded=sharded)
 
 
 # ---------------------------------------------------------------------------
@@ -1021,9 +1088,8 @@ def guess_roles(path: str, *, file_format: str = "", delimiter: str = "",
   value is negative, else ``log1p_clip0``.
   """
   file_format = file_format or _format_of(path)
-  if file_format not in FILE_FORMATS:
-    raise DataError(f"format {file_format!r} is not one of "
-                    f"{', '.join(FILE_FORMATS)}")
+  if file_format not in ("csv", "tsv"):
+    raise DataError(f"format {file_format!r} is not one of csv, tsv")
   delimiter = delimiter or DEFAULT_DELIMITERS[file_format]
   number = re.compile(NUMBER_REGEX)
   if not tf.io.gfile.exists(path):

@@ -288,3 +288,69 @@ def test_count_rows_counts_lines_records_and_packed_rows(tmp_path):
                                    schema=PACKED_SCHEMA, on_bad_row="skip")
   assert readers.count_rows(summary["outputs"], "packed",
                             packed_lib.packed_width(PACKED_SCHEMA)) == 29
+
+
+def test_csv_to_packed_reads_like_the_csv_and_refuses_other_statistics(
+    tmp_path):
+  """--format=packed on csv files by a tabular schema.json: training on the
+  packed rows (data.format='packed', data.schema_file) gives the batches of
+  the csv; a schema with other standardize statistics is refused."""
+  from recsys_smelu import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tabular_samples import avazu_config_changes  # pylint: disable=g-import-not-at-top
+  from tabular_samples import write_avazu  # pylint: disable=g-import-not-at-top
+  train = write_avazu(str(tmp_path / "train.csv"), 300, 0, with_dense=True)
+  changes = avazu_config_changes(train, train, with_dense=True)
+  changes.update({"data.dense_transform": "standardize",
+                  "data.vocabulary_columns": "site_category",
+                  "data.num_buckets": 100})
+  csv_config = config_lib.override(config_lib.default_config(), changes)
+  schema = data_lib.tabular_schema(csv_config)
+  schema_file = data_lib.tabular.save_schema(schema,
+                                             str(tmp_path / "schema.json"))
+  out = str(tmp_path / "packed")
+  flag_values = flags.FlagValues()
+  convert.define_flags(flag_values)
+  flag_values([
+      "convert", f"--input={train}", f"--output_dir={out}", "--format=packed",
+      f"--schema_file={schema_file}", "--records_per_file=200"])
+  convert.main(["convert"], flag_values)
+  assert sorted(os.listdir(out)) == [
+      "packed_schema.json", "part-00000.packed", "part-00001.packed",
+      "schema.json"]
+  with open(os.path.join(out, "packed_schema.json")) as f:
+    description = json.load(f)
+  assert description["dense_transform"]["mean"] == list(schema.dense_mean)
+  packed_config = config_lib.override(config_lib.default_config(), {
+      "data.format": "packed",
+      "data.train_files": os.path.join(out, "*.packed"),
+      "data.eval_files": os.path.join(out, "*.packed"),
+      "data.schema_file": os.path.join(out, "schema.json")})
+  config_lib.validate(packed_config)
+  assert data_lib.build_schema(packed_config) == schema.features
+  assert data_lib.count_rows(packed_config, "eval") == 300
+
+  def rows(config):
+    features_batches, labels = [], []
+    for batch, label in data_lib.build_dataset(config, "eval", 64):
+      features_batches.append(np.concatenate(
+          [batch["dense_features"].numpy().view(np.int32)]
+          + [batch["sparse_features"][n].numpy()[:, None]
+             for n in schema.features.categorical_names], axis=1))
+      labels.append(label.numpy())
+    return np.concatenate(features_batches), np.concatenate(labels)
+
+  packed_rows, packed_labels = rows(packed_config)
+  csv_rows, csv_labels = rows(csv_config)
+  np.testing.assert_array_equal(packed_rows, csv_rows)
+  np.testing.assert_array_equal(packed_labels, csv_labels)
+
+  other = data_lib.tabular.TabularSchema(
+      spec=schema.spec, columns=schema.columns,
+      features=data_lib.tabular.feature_schema_of(
+          schema.spec, schema.features.categorical, (0.0, 0.0), (1.0, 1.0)),
+      dense_mean=(0.0, 0.0), dense_std=(1.0, 1.0))
+  other_file = data_lib.tabular.save_schema(other, str(tmp_path / "o.json"))
+  with pytest.raises(pipeline.DataError,
+                     match="dense values were transformed by"):
+    next(iter(data_lib.build_dataset(config_lib.override(
+        packed_config, {"data.schema_file": other_file}), "eval", 64)))
