@@ -202,9 +202,14 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
   train_lib.train(tiny_config(synthetic_dir, train__steps=10), model_dir,
                   mode="train", interactive=False)
   # From the resumed run's first step on, the loss is NaN.
-  real_loss = models_lib.CTRModel.compute_loss
-  monkeypatch.setattr(models_lib.CTRModel, "compute_loss",
-                      lambda self, *a, **k: real_loss(self, *a, **k) * np.nan)
+  # (train_step takes the cross-entropy from loss_terms.)
+  real_terms = models_lib.CTRModel.loss_terms
+
+  def nan_terms(self, *args, **kwargs):
+    loss, penalty = real_terms(self, *args, **kwargs)
+    return loss * np.nan, penalty
+
+  monkeypatch.setattr(models_lib.CTRModel, "loss_terms", nan_terms)
   with pytest.raises(train_lib.NonFiniteLossError,
                      match=r"NaN/Inf at step 11 .*ckpt-10"):
     train_lib.train(tiny_config(synthetic_dir, train__steps=30), model_dir,
