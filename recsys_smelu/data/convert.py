@@ -205,6 +205,19 @@ def convert(input_pattern: str, output_dir: str, *,
           "skipped_bad_rows": bad_rows.by_reason()}
 
 
+def _write_packed_split(chunks: tf.data.Dataset, output_dir: str, prefix: str,
+                        records_per_file: int) -> tuple[list[str], int]:
+  """Writes packed row chunks (int32 [n, row size]) as little-endian
+  ``.packed`` files of at most ``records_per_file`` rows."""
+  tf.io.gfile.makedirs(output_dir)
+  return _write_split(
+      (np.ascontiguousarray(chunk, dtype="<i4")
+       for chunk in chunks.as_numpy_iterator()),
+      output_dir, prefix, ".packed", records_per_file,
+      lambda path: tf.io.gfile.GFile(path, "wb"),
+      lambda writer, rows: writer.write(rows.tobytes()))
+
+
 def convert_packed(input_pattern: str, output_dir: str, *,
                    schema: Optional[features_lib.FeatureSchema] = None,
                    records_per_file: int = 1_000_000,
@@ -227,13 +240,8 @@ def convert_packed(input_pattern: str, output_dir: str, *,
   chunks = criteo.packed_chunks(
       files, schema, file_format="tfrecord" if all(is_tfrecord) else "tsv",
       on_bad_row=on_bad_row, bad_rows=bad_rows)
-  tf.io.gfile.makedirs(output_dir)
-  outputs, total = _write_split(
-      (np.ascontiguousarray(chunk, dtype="<i4")
-       for chunk in chunks.as_numpy_iterator()),
-      output_dir, prefix, ".packed", records_per_file,
-      lambda path: tf.io.gfile.GFile(path, "wb"),
-      lambda writer, rows: writer.write(rows.tobytes()))
+  outputs, total = _write_packed_split(chunks, output_dir, prefix,
+                                       records_per_file)
   schema_file = packed_lib.write_packed_schema(output_dir, schema)
   return {"inputs": files, "outputs": outputs, "schema_file": schema_file,
           "records": total, "skipped_bad_rows": bad_rows.by_reason()}
@@ -264,13 +272,8 @@ def convert_tabular_packed(input_pattern: str, output_dir: str,
     tabular.check_headers(files, schema.spec, schema.columns)
     chunks = tabular.packed_chunks(files, schema, on_bad_row=on_bad_row,
                                    bad_rows=bad_rows)
-  tf.io.gfile.makedirs(output_dir)
-  outputs, total = _write_split(
-      (np.ascontiguousarray(chunk, dtype="<i4")
-       for chunk in chunks.as_numpy_iterator()),
-      output_dir, prefix, ".packed", records_per_file,
-      lambda path: tf.io.gfile.GFile(path, "wb"),
-      lambda writer, rows: writer.write(rows.tobytes()))
+  outputs, total = _write_packed_split(chunks, output_dir, prefix,
+                                       records_per_file)
   schema_file = packed_lib.write_packed_schema(output_dir, schema.features)
   tabular_schema_file = tabular.save_schema(
       schema, os.path.join(output_dir, tabular.SCHEMA_FILE))

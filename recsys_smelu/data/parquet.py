@@ -106,16 +106,8 @@ def check_files(files: Sequence[str], spec: tabular.TabularSpec,
   first, units = None, []
   for path in files:
     parquet_file = _open(path)
-    names = tuple(parquet_file.schema_arrow.names)
-    if first is None:
-      spec.check_header(names, path)
-      first = (path, names)
-      if columns is not None and tuple(columns) != names:
-        raise DataError(f"{path}: columns {list(names)} differ from the "
-                        f"schema's {list(columns)}")
-    elif names != first[1]:
-      raise DataError(f"{path}: columns differ from {first[0]}'s: "
-                      f"{list(names)} vs {list(first[1])}")
+    first = tabular.check_file_columns(
+        path, parquet_file.schema_arrow.names, first, spec, columns)
     _check_types(path, parquet_file.schema_arrow, spec)
     row = 1
     metadata = parquet_file.metadata

@@ -398,17 +398,33 @@ def check_headers(files: Sequence[str], spec: TabularSpec,
     raise pipeline.NoMatchingFilesError("no input files")
   first = None
   for path in files:
-    header = read_header(path, spec)
-    if first is None:
-      spec.check_header(header, path)
-      first = (path, header)
-      if columns is not None and tuple(columns) != header:
-        raise DataError(f"{path}: header {_short_list(header)} differs from "
-                        f"the schema's columns {_short_list(list(columns))}")
-    elif header != first[1]:
-      raise DataError(f"{path}: header differs from {first[0]}'s: "
-                      f"{_short_list(header)} vs {_short_list(first[1])}")
+    first = check_file_columns(path, read_header(path, spec), first, spec,
+                               columns)
   return first[1]
+
+
+def check_file_columns(path: str, names: Sequence[str],
+                       first: Optional[tuple[str, tuple[str, ...]]],
+                       spec: TabularSpec,
+                       columns: Optional[Sequence[str]] = None
+                       ) -> tuple[str, tuple[str, ...]]:
+  """Checks one file's column names (its header, or a Parquet schema's).
+
+  The first file (``first`` None) is checked against ``spec``'s roles and
+  must equal ``columns`` when given; every later file must have the first
+  one's names. Returns ``first``: (its path, its names).
+  """
+  names = tuple(names)
+  if first is None:
+    spec.check_header(names, path)
+    if columns is not None and tuple(columns) != names:
+      raise DataError(f"{path}: header {_short_list(names)} differs from "
+                      f"the schema's columns {_short_list(list(columns))}")
+    return path, names
+  if names != first[1]:
+    raise DataError(f"{path}: header differs from {first[0]}'s: "
+                    f"{_short_list(names)} vs {_short_list(first[1])}")
+  return first
 
 
 # ---------------------------------------------------------------------------
