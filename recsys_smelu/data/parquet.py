@@ -26,8 +26,6 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from recsys_smelu.data import features as features_lib
-from recsys_smelu.data import packed as packed_lib
 from recsys_smelu.data import pipeline
 from recsys_smelu.data import tabular
 from recsys_smelu.data.pipeline import BadRowCounter
@@ -295,18 +293,9 @@ def packed_chunks(files: Sequence[str], schema: tabular.TabularSchema, *,
   (row groups ``shard_index::num_shards``)."""
   _, units = check_files(list(files), schema.spec, schema.columns)
   units = _shard(units, num_shards, shard_index)
-  features = schema.features
 
   def pack(raw, keep, dependency):
-    inputs = tabular.model_inputs(raw, schema)
-    ids = None
-    if features.categorical:
-      ids = tf.stack([inputs[features_lib.SPARSE_KEY][n]
-                      for n in features.categorical_names], axis=1)
-    rows = packed_lib.pack_columns(raw[features.label],
-                                   inputs[features_lib.DENSE_KEY], ids)
-    with tf.control_dependencies([dependency]):
-      return pipeline.keep_rows(rows, keep)
+    return tabular.pack_raw_rows(raw, keep, dependency, schema)
 
   return _raw_chunks(units, schema, on_bad_row=on_bad_row, bad_rows=bad_rows,
                      shuffle=shuffle_files, seed=seed,

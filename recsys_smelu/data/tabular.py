@@ -957,6 +957,21 @@ def raw_dataset(files: Sequence[str], schema: TabularSchema, *,
                           deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
+def pack_raw_rows(raw, keep, dependency, schema: "TabularSchema"):
+  """Parsed raw columns -> packed rows (label, transformed dense, bucket ids)
+  of the rows ``keep`` marks, after the bad-row check ``dependency``."""
+  features = schema.features
+  inputs = model_inputs(raw, schema)
+  ids = None
+  if features.categorical:
+    ids = tf.stack([inputs[features_lib.SPARSE_KEY][n]
+                    for n in features.categorical_names], axis=1)
+  rows = packed_lib.pack_columns(raw[features.label],
+                                 inputs[features_lib.DENSE_KEY], ids)
+  with tf.control_dependencies([dependency]):
+    return pipeline.keep_rows(rows, keep)
+
+
 def packed_chunks(files: Sequence[str], schema: TabularSchema, *,
                   on_bad_row: str = "error",
                   bad_rows: Optional[BadRowCounter] = None,
@@ -967,19 +982,9 @@ def packed_chunks(files: Sequence[str], schema: TabularSchema, *,
   transformed dense, bucket ids) of the valid lines of ``files``."""
   parse = _chunk_parser(schema, pipeline.ChunkChecker(on_bad_row, bad_rows),
                         line_shards)
-  features = schema.features
 
   def pack(filename, first, lines):
-    raw, keep, dependency = parse(filename, first, lines)
-    inputs = model_inputs(raw, schema)
-    ids = None
-    if features.categorical:
-      ids = tf.stack([inputs[features_lib.SPARSE_KEY][n]
-                      for n in features.categorical_names], axis=1)
-    rows = packed_lib.pack_columns(raw[features.label],
-                                   inputs[features_lib.DENSE_KEY], ids)
-    with tf.control_dependencies([dependency]):
-      return pipeline.keep_rows(rows, keep)
+    return pack_raw_rows(*parse(filename, first, lines), schema)
 
   return _line_chunks(files, shuffle_files=shuffle_files, seed=seed,
                       parallel_files=parallel_files).map(
