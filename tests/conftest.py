@@ -110,3 +110,16 @@ def graph_op_types(concrete_function) -> set[str]:
   graph_def = concrete_function.graph.as_graph_def()
   return {n.op for n in graph_def.node} | {
       n.op for f in graph_def.library.function for n in f.node_def}
+
+
+# `python -c RUN_SCRIPT_WITHOUT_TENSORFLOW SCRIPT ARGS...` runs SCRIPT as __main__
+# with tensorflow and tf_keras unimportable (the Keras 3 / JAX paths need neither).
+RUN_SCRIPT_WITHOUT_TENSORFLOW = (
+    "import importlib.abc, runpy, sys\n"
+    "class Block(importlib.abc.MetaPathFinder):\n"
+    "  def find_spec(self, name, path=None, target=None):\n"
+    "    if name.split('.')[0] in ('tensorflow', 'tf_keras'):\n"
+    "      raise ImportError('blocked: ' + name)\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n")

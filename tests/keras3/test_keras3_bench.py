@@ -11,18 +11,9 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, RUN_SCRIPT_WITHOUT_TENSORFLOW
 
 _SCRIPT = os.path.join(REPO_ROOT, "scripts", "bench_activations.py")
-_WITHOUT_TENSORFLOW = (
-    "import importlib.abc, runpy, sys\n"
-    "class Block(importlib.abc.MetaPathFinder):\n"
-    "  def find_spec(self, name, path=None, target=None):\n"
-    "    if name.split('.')[0] in ('tensorflow', 'tf_keras'):\n"
-    "      raise ImportError('blocked: ' + name)\n"
-    "sys.meta_path.insert(0, Block())\n"
-    "sys.argv = sys.argv[1:]\n"
-    "runpy.run_path(sys.argv[0], run_name='__main__')\n")
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess:
@@ -30,7 +21,8 @@ def _bench(*args: str) -> subprocess.CompletedProcess:
          if k not in ("TF_USE_LEGACY_KERAS", "KERAS_BACKEND")}
   env["PYTHONPATH"] = REPO_ROOT
   return subprocess.run(
-      [sys.executable, "-c", _WITHOUT_TENSORFLOW, _SCRIPT, "--keras3", *args],
+      [sys.executable, "-c", RUN_SCRIPT_WITHOUT_TENSORFLOW, _SCRIPT, "--keras3",
+       *args],
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -11,19 +11,9 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, tsv_row
+from conftest import REPO_ROOT, RUN_SCRIPT_WITHOUT_TENSORFLOW, tsv_row
 
 _SCRIPT = os.path.join(REPO_ROOT, "scripts", "keras3_dlrm.py")
-# Runs the script with tensorflow / tf_keras unimportable.
-_WITHOUT_TENSORFLOW = (
-    "import importlib.abc, runpy, sys\n"
-    "class Block(importlib.abc.MetaPathFinder):\n"
-    "  def find_spec(self, name, path=None, target=None):\n"
-    "    if name.split('.')[0] in ('tensorflow', 'tf_keras'):\n"
-    "      raise ImportError('blocked: ' + name)\n"
-    "sys.meta_path.insert(0, Block())\n"
-    "sys.argv = sys.argv[1:]\n"
-    "runpy.run_path(sys.argv[0], run_name='__main__')\n")
 _SMALL = ["--num_buckets=200", "--embedding_dim=4", "--bottom_mlp=16",
           "--top_mlp=16", "--batch_size=64", "--eval_batch_size=512"]
 
@@ -32,7 +22,7 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
   env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
   env.update(KERAS_BACKEND="jax", PYTHONPATH=REPO_ROOT)
   return subprocess.run(
-      [sys.executable, "-c", _WITHOUT_TENSORFLOW, _SCRIPT, *args],
+      [sys.executable, "-c", RUN_SCRIPT_WITHOUT_TENSORFLOW, _SCRIPT, *args],
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
