@@ -116,6 +116,10 @@ def default_config() -> ml_collections.ConfigDict:
   # lambda * ||W||^2 of every dense kernel (not biases or norm parameters).
   c.model.embedding_l2 = 0.0
   c.model.dense_l2 = 0.0
+  # Std of the truncated-normal embedding init; 0 = 1/sqrt(embedding_dim)
+  # (TFRS's). Small values (DeepCTR uses 1e-4) keep the rows of rare and
+  # unseen ids near zero, which matters on small data.
+  c.model.embedding_init_stddev = 0.0
   c.model.wide = False  # add a linear term over hashed + dense features to each tower's logit
   c.model.deep = True  # false (with wide=true): logistic regression, the wide part alone
 
@@ -371,7 +375,7 @@ def _check_model_keys(m: ml_collections.ConfigDict) -> None:
   if top[-1] != 1:
     raise ConfigError(f"config key 'model.top_mlp' must end with width 1 (the "
                       f"logit), got {top!r}")
-  for key in ("embedding_l2", "dense_l2"):
+  for key in ("embedding_l2", "dense_l2", "embedding_init_stddev"):
     if not m[key] >= 0.0:
       raise ConfigError(f"config key 'model.{key}' must be >= 0, got "
                         f"{m[key]!r}")

@@ -192,7 +192,24 @@ def test_logistic_regression_trains():
   assert float(model.compute_loss((features, labels))) < before - 0.01
 
 
+def test_embedding_init_stddev_scales_the_same_seeded_init():
+  """Same seed, same truncated-normal draws: the tables scale exactly."""
+  features = first_batch(SCHEMA, n=4)
+  default = models.build_model(make_config(), SCHEMA)
+  small = models.build_model(make_config(model__embedding_init_stddev=0.01),
+                             SCHEMA)
+  default(features)
+  small(features)
+  scale = 0.01 / SCHEMA.categorical[0].embedding_dim ** -0.5
+  for f in SCHEMA.categorical_names:
+    rows = table(default, f"tower_0_{f}").numpy()
+    assert 0.3 < rows.std() < 0.6  # 1/sqrt(4), truncated
+    np.testing.assert_allclose(table(small, f"tower_0_{f}").numpy(),
+                               rows * scale, rtol=1e-5, atol=1e-8)
+
+
 @pytest.mark.parametrize("changes,key", [
+    ({"model.embedding_init_stddev": -0.1}, "model.embedding_init_stddev"),
     ({"model.embedding_l2": -0.1}, "model.embedding_l2"),
     ({"model.dense_l2": -1.0}, "model.dense_l2"),
     ({"model.deep": False}, "model.deep"),

@@ -210,17 +210,19 @@ def tower_feature_config(config: ml_collections.ConfigDict,
   """Tower ``tower_index``'s embedding tables: one per categorical feature.
 
   Table ``tower_<i>_<feature>``: ``num_buckets x embedding_dim`` from the
-  schema, truncated-normal init with stddev ``1/sqrt(dim)`` seeded from
-  ``seed.init`` and the path ``tower_<i>/embedding/<feature>``.
+  schema, truncated-normal init with stddev ``model.embedding_init_stddev``
+  (``1/sqrt(dim)`` when 0) seeded from ``seed.init`` and the path
+  ``tower_<i>/embedding/<feature>``.
   """
   init_seed = int(config.seed.init)
+  init_stddev = float(config.model.embedding_init_stddev)
   feature_config = {}
   for feature in schema.categorical:
     table = tf.tpu.experimental.embedding.TableConfig(
         vocabulary_size=feature.num_buckets,
         dim=feature.embedding_dim,
         initializer=tf.keras.initializers.TruncatedNormal(
-            stddev=feature.embedding_dim ** -0.5,
+            stddev=init_stddev or feature.embedding_dim ** -0.5,
             seed=blocks.derive_seed(
                 init_seed, f"tower_{tower_index}/embedding/{feature.name}")),
         name=f"tower_{tower_index}_{feature.name}")
