@@ -10,7 +10,8 @@ twin evaluator needs no ``--variants``:
       --output_dir=/tmp/study_synthetic --num_models=3 --vary=data_order \
       --parallel=2
 
-Results and commentary: docs/reproducibility.md.
+Results (PD only, the earlier quickstart setting):
+docs/pd_only_studies_2026-11.md.
 """
 
 import os
