@@ -178,7 +178,9 @@ def study_block(name: str, results_path: str) -> str:
   varied = ", ".join(results.get("varied", []))
   return "\n".join([
       f"Twins vary: {varied}; models per variant: "
-      f"{', '.join(map(str, models))}. Results: `{results_path}`.",
+      f"{', '.join(map(str, models))}. Results: `OUT/"
+      f"{os.path.basename(os.path.dirname(os.path.abspath(results_path)))}"
+      "/results.json` (`scripts/run_studies.sh`).",
       "",
       report_lib.markdown_table(header, rows),
       "",
