@@ -190,3 +190,28 @@ def test_hash_validation_is_the_fingerprint_of_file_and_row(tmp_path):
   np.testing.assert_array_equal(_rows(config, "train", batch_size=1,
                                       shuffle=False), everything[~below])
   assert data_lib.count_rows(config, "validation") == int(below.sum())
+
+
+def test_role_columns_and_headers_are_checked_against_each_file(tmp_path):
+  """A role column missing from a file's schema, a column in no role and
+  files with other columns are errors naming the file and the column."""
+  _, parquet_config = _configs(tmp_path, 60)
+  path = parquet_config.data.train_files
+  frame = pd.read_parquet(path)
+  renamed = str(tmp_path / "renamed.parquet")
+  frame.rename(columns={"site_id": "site"}).to_parquet(renamed)
+  with pytest.raises(DataError, match=r"renamed.parquet: "
+                     r"data.categorical_columns names column 'site_id', "
+                     r"which is not in the header"):
+    data_lib.build_schema(config_lib.override(parquet_config, {
+        "data.train_files": renamed}))
+  extra = str(tmp_path / "extra.parquet")
+  frame.assign(weight=1.0).to_parquet(extra)
+  with pytest.raises(DataError, match=r"extra.parquet: header column 'weight'"
+                     r" is in no role"):
+    data_lib.build_schema(config_lib.override(parquet_config, {
+        "data.train_files": extra}))
+  with pytest.raises(DataError, match=r"extra.parquet: header differs from "
+                     r".*train.parquet's"):
+    data_lib.build_schema(config_lib.override(parquet_config, {
+        "data.train_files": f"{path},{extra}"}))

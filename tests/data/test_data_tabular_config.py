@@ -373,3 +373,40 @@ def test_row_range_and_empty_split_errors_name_the_key(tmp_path, changes,
     config = config_lib.override(config, {"data.eval_files": ""})
   with pytest.raises(config_lib.ConfigError, match=match):
     data_lib.check_splits(config)
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"data.categorical_columns": ",".join(CATEGORICAL[:-1]) + ",device_mdl"},
+     r"train.csv: data.categorical_columns names column 'device_mdl', which "
+     r"is not in the header \(did you mean 'device_model'\?\)"),
+    ({"data.dense_columns": "hour"},
+     r"column 'hour' is in two roles: data.dense_columns and "
+     r"data.categorical_columns"),
+    ({"data.categorical_columns": ",".join(CATEGORICAL[:-1])},
+     r"train.csv: header column 'device_model' is in no role"),
+    ({"data.num_buckets_per_column": "site_id=1e5"},
+     r"config key 'data.num_buckets_per_column': bad entry 'site_id=1e5', the "
+     r"bucket count must be a positive integer"),
+    ({"data.num_buckets_per_column": "site=100"},
+     r"config key 'data.num_buckets_per_column': 'site' is not in "
+     r"data.categorical_columns"),
+])
+def test_bad_roles_through_the_config_name_file_column_and_key(
+    tmp_path, changes, match):
+  config = config_lib.override(_config(tmp_path), changes)
+  with pytest.raises(DataError, match=match):
+    data_lib.build_schema(config)
+
+
+def test_headers_that_differ_between_training_files_name_both(tmp_path):
+  config = _config(tmp_path)
+  other = tmp_path / "other.csv"
+  with open(config.data.train_files) as f:
+    lines = f.read().splitlines()
+  lines[0] = lines[0].replace("site_id,site_category", "site_category,site_id")
+  other.write_text("\n".join(lines) + "\n")
+  both = config_lib.override(config, {
+      "data.train_files": f"{config.data.train_files},{other}"})
+  with pytest.raises(DataError, match=f"{other}: header differs from "
+                     f"{config.data.train_files}'s"):
+    data_lib.build_schema(both)
