@@ -798,6 +798,28 @@ def test_csv_training_writes_schema_json_and_resume_reuses_it(tmp_path):
                     model_dir, mode="eval", interactive=False)
 
 
+def test_csv_training_on_row_ranges_with_a_validation_tail(tmp_path):
+  """Eval rows, train rows and the validation tail of one csv file: eval
+  scores exactly rows 1000: in order, validation exactly rows 800:1000."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from recsys_smelu import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  model_dir = tmp_path / "run"
+  config = _avazu_config(tmp_path, **{
+      "data.eval_files": "", "data.train_rows": ":1000",
+      "data.eval_rows": "1000:", "data.validation_fraction": 0.2,
+      "train.eval_every": 10})
+  result = train_lib.train(config, str(model_dir), interactive=False)
+  labels = pd.read_csv(config.data.train_files)["click"].to_numpy(np.float64)
+  assert result.eval_metrics["num_examples"] == 200
+  with np.load(str(model_dir / "predictions.npz")) as saved:
+    np.testing.assert_array_equal(saved["labels"], labels[1000:])
+  records = json.loads((model_dir / "validation.json").read_text())
+  assert [r["step"] for r in records] == [10, 20]
+  entropy = metrics_lib.base_rate_entropy(labels[800:1000].mean())
+  for r in records:
+    assert r["ne"] == pytest.approx(r["logloss"] / entropy, rel=1e-12)
+
+
 # ----------------------------------------------------------------------------
 # pandas DataFrames (train.train_dataframes).
 
