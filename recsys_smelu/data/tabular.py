@@ -1067,20 +1067,9 @@ def make_dataset(files: Sequence[str], schema: TabularSchema,
     raise DataError(f"batch_size must be > 0, got {batch_size}")
   files = list(files)
   check_headers(files, schema.spec, schema.columns)
-  if selector is not None:
-    selector = selector.with_files(files)
-  line_shards = None
-  if num_shards > 1:
-    if len(files) >= num_shards:
-      files = files[shard_index::num_shards]
-      if selector is not None:
-        selector = selector.with_files(files)
-    else:
-      line_shards = (num_shards, shard_index)
-      if selector is not None:
-        selector = selector.with_shards(line_shards)
-  if selector is not None:
-    line_shards = selector  # the parser's line filter: range, hash, shard
+  # The parser's line filter: range, hash, line shard.
+  files, line_shards = pipeline.shard_files(files, num_shards, shard_index,
+                                            selector)
   if drop_remainder is None:
     drop_remainder = training
   dataset = packed_chunks(
