@@ -59,6 +59,7 @@ from recsys_smelu.data import features as features_lib
 from recsys_smelu.data import packed as packed_lib
 from recsys_smelu.data import pipeline
 from recsys_smelu.data import readers
+from recsys_smelu.data import splits
 from recsys_smelu.data.pipeline import BadRowCounter
 from recsys_smelu.data.pipeline import DataError
 
@@ -665,12 +666,15 @@ def _schema(spec: TabularSpec, columns, vocabularies: Mapping[str, tuple],
 
 def build_schema(files: Sequence[str], spec: TabularSpec, *,
                  on_bad_row: str = "error",
-                 bad_rows: Optional[BadRowCounter] = None) -> TabularSchema:
+                 bad_rows: Optional[BadRowCounter] = None,
+                 selector: Optional[pipeline.LineSelector] = None
+                 ) -> TabularSchema:
   """The schema of the training ``files`` under ``spec``.
 
   Checks the headers (``check_headers``), reads the vocabulary files, and
   when vocabularies are built (``spec.vocabulary_columns``) or dense values
-  standardized, makes one streamed pass over the files (bad rows by
+  standardized, makes one streamed pass over the files (only the lines
+  ``selector`` selects, the train split's, when given; bad rows by
   ``on_bad_row``):
 
   * vocabulary: the values seen at least ``spec.vocab_min_count`` times
@@ -686,7 +690,7 @@ def build_schema(files: Sequence[str], spec: TabularSpec, *,
   return schema_from_raw_chunks(
       spec, columns, len(files),
       lambda reading: raw_dataset(files, reading, on_bad_row=on_bad_row,
-                                  bad_rows=bad_rows))
+                                  bad_rows=bad_rows, selector=selector))
 
 
 class ExactMoments:
@@ -919,30 +923,42 @@ def _chunk_parser(schema: TabularSchema, checker: pipeline.ChunkChecker,
 
 
 def _line_chunks(files: Sequence[str], *, shuffle_files: bool,
-                 seed: Optional[int], parallel_files: int) -> tf.data.Dataset:
-  """(filename, first line number, lines) of ``files`` (plain or gzip)."""
+                 seed: Optional[int], parallel_files: int,
+                 line_filter=None) -> tf.data.Dataset:
+  """(filename, first line number, lines) of ``files`` (plain or gzip);
+  with a ``pipeline.LineSelector`` as ``line_filter``, without the chunks
+  wholly outside a file's line range."""
   sizes = [readers.file_size(path, "tsv") for path in files]
   dataset = tf.data.Dataset.from_tensor_slices(
       (tf.constant(list(files), tf.string), tf.constant(sizes, tf.int64)))
   if shuffle_files and len(files) > 1:
     dataset = dataset.shuffle(len(files), seed=seed,
                               reshuffle_each_iteration=True)
+  read = readers.read_chunks("tsv")
+  if isinstance(line_filter, pipeline.LineSelector):
+    read_all = read
+    read = lambda f, size: line_filter.skip_outside(f, read_all(f, size))  # pylint: disable=g-long-lambda
   return dataset.interleave(
-      readers.read_chunks("tsv"), cycle_length=parallel_files, block_length=1,
+      read, cycle_length=parallel_files, block_length=1,
       **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
          if parallel_files > 1 else {}))
 
 
 def raw_dataset(files: Sequence[str], schema: TabularSchema, *,
                 on_bad_row: str = "error",
-                bad_rows: Optional[BadRowCounter] = None) -> tf.data.Dataset:
+                bad_rows: Optional[BadRowCounter] = None,
+                selector: Optional[pipeline.LineSelector] = None
+                ) -> tf.data.Dataset:
   """Chunks of raw valid rows of ``files`` in file and line order: dicts
   {label float32, dense float32 (NaN = missing), categorical strings} of [k]
-  tensors (for statistics, vocabularies and converting)."""
+  tensors (for statistics, vocabularies and converting); only the lines
+  ``selector`` selects when given (``recsys_smelu.data.splits``)."""
   files = list(files)
   check_headers(files, schema.spec, schema.columns)
+  if selector is not None:
+    selector = selector.with_files(files)
   parse = _chunk_parser(schema, pipeline.ChunkChecker(on_bad_row, bad_rows),
-                        None)
+                        selector)
 
   def valid(filename, first, lines):
     raw, keep, dependency = parse(filename, first, lines)
@@ -952,7 +968,7 @@ def raw_dataset(files: Sequence[str], schema: TabularSchema, *,
           lambda: {k: tf.boolean_mask(v, keep) for k, v in raw.items()})
 
   return _line_chunks(files, shuffle_files=False, seed=None,
-                      parallel_files=1).map(
+                      parallel_files=1, line_filter=selector).map(
                           valid, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=True).prefetch(tf.data.AUTOTUNE)
 
@@ -987,7 +1003,8 @@ def packed_chunks(files: Sequence[str], schema: TabularSchema, *,
     return pack_raw_rows(*parse(filename, first, lines), schema)
 
   return _line_chunks(files, shuffle_files=shuffle_files, seed=seed,
-                      parallel_files=parallel_files).map(
+                      parallel_files=parallel_files,
+                      line_filter=line_shards).map(
                           pack, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=True)
 
@@ -1000,6 +1017,17 @@ def count_rows(files: Sequence[str], spec: TabularSpec) -> int:
   return lines - (len(files) if spec.header else 0)
 
 
+def row_counter(spec: TabularSpec) -> splits.RowCounter:
+  """How the split layer (``recsys_smelu.data.splits``) numbers the rows
+  of one file: its lines less the header, the first row on line 2 below a
+  header (the line numbers of bad-row errors and of the 'hash' validation
+  fingerprint are the file's own)."""
+  header = 1 if spec.header else 0
+  return splits.RowCounter(
+      lambda path: max(readers.count_file_rows(path, "tsv") - header, 0),
+      first_line=1 + header)
+
+
 def make_dataset(files: Sequence[str], schema: TabularSchema,
                  batch_size: int, *, training: bool = True,
                  shuffle: bool = True, shuffle_buffer: int = 10_000,
@@ -1008,10 +1036,13 @@ def make_dataset(files: Sequence[str], schema: TabularSchema,
                  bad_rows: Optional[BadRowCounter] = None,
                  num_shards: int = 1, shard_index: int = 0,
                  input_context: Optional[tf.distribute.InputContext] = None,
-                 drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
+                 drop_remainder: Optional[bool] = None,
+                 selector: Optional[pipeline.LineSelector] = None
+                 ) -> tf.data.Dataset:
   """Batches ``(features, label)`` of tabular ``files``, as the Criteo
   pipeline makes them (``criteo.make_dataset``'s reading, shuffling and
-  sharding rules).
+  sharding rules, ``selector`` included: a row range or validation split
+  of ``recsys_smelu.data.splits``, counted by ``row_counter``).
 
   * ``training``: files interleaved ``cycle_length`` at a time; else read
     one after the other in line order. ``shuffle`` (needs ``training``):
@@ -1036,12 +1067,9 @@ def make_dataset(files: Sequence[str], schema: TabularSchema,
     raise DataError(f"batch_size must be > 0, got {batch_size}")
   files = list(files)
   check_headers(files, schema.spec, schema.columns)
-  line_shards = None
-  if num_shards > 1:
-    if len(files) >= num_shards:
-      files = files[shard_index::num_shards]
-    else:
-      line_shards = (num_shards, shard_index)
+  # The parser's line filter: range, hash, line shard.
+  files, line_shards = pipeline.shard_files(files, num_shards, shard_index,
+                                            selector)
   if drop_remainder is None:
     drop_remainder = training
   dataset = packed_chunks(
