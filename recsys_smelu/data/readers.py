@@ -103,6 +103,60 @@ def _plain_text_chunks(filename, size):
   return pieces.scan(initial, split_lines)
 
 
+def _plain_text_blocks(filename, size, split_complete_lines):
+  """(first line number, number of lines, text) of an uncompressed text file:
+  its complete lines in blocks of about ``BLOCK_BYTES``, one scalar string
+  each (no string per line), the last line with or without its newline.
+  ``split_complete_lines(text)`` -> (text to its last newline, the rest,
+  newlines in the first) (``native.split_complete_lines``)."""
+  pieces = _file_blocks(filename, size, BLOCK_BYTES).map(lambda b: (b, False))
+  pieces = pieces.concatenate(tf.data.Dataset.from_tensors(
+      (tf.constant(""), True)))
+
+  def split(state, piece):
+    carry, next_line = state
+    block, is_last = piece
+    text = tf.strings.join([carry, block])
+    complete, rest, count = split_complete_lines(text)
+    # The last piece is the carry alone: one more line when not empty.
+    complete, rest, count = tf.cond(
+        is_last,
+        lambda: (text, tf.constant(""),
+                 count + tf.cast(tf.strings.length(rest) > 0, tf.int64)),
+        lambda: (complete, rest, count))
+    return (rest, next_line + count), (next_line, count, complete)
+
+  initial = (tf.constant(""), tf.constant(1, tf.int64))
+  return pieces.scan(initial, split).filter(
+      lambda first, count, text: count > 0)
+
+
+def read_text(split_complete_lines):
+  """(filename, size) -> dataset of (filename, first line number, lines [k],
+  text), numbers from 1, for parsers that take either: gzip files as
+  ``CHUNK_ROWS`` lines (text ""), plain files as blocks of complete lines in
+  one string (``_plain_text_blocks``; lines empty)."""
+
+  def read(filename, size):
+    is_gzip = tf.strings.regex_full_match(filename, r".*\.gz")
+    no_lines = tf.zeros([0], tf.string)
+    lines = tf.data.TextLineDataset(filename, compression_type="GZIP",
+                                    buffer_size=READ_BUFFER_BYTES)
+    gzip_chunks = tf.data.Dataset.zip((
+        tf.data.Dataset.range(1, 2**62, CHUNK_ROWS),
+        lines.batch(CHUNK_ROWS))).map(
+            lambda first, chunk: (first, chunk, tf.constant("")))
+    plain_chunks = _plain_text_blocks(
+        filename, tf.maximum(size, 0), split_complete_lines).map(
+            lambda first, count, text: (first, no_lines, text))
+    everything, nothing = tf.constant(-1, tf.int64), tf.constant(0, tf.int64)
+    chunks = gzip_chunks.take(tf.where(is_gzip, everything, nothing)).concatenate(
+        plain_chunks.take(tf.where(is_gzip, nothing, everything)))
+    return chunks.map(lambda first, chunk, text: (filename, first, chunk, text))
+
+  return read
+
+
 def _packed_file_chunks(filename, size, width: int):
   """(first row number, rows [n, width] int32) of a packed file, in blocks of
   ``CHUNK_ROWS`` rows (the last one shorter)."""
