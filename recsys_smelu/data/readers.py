@@ -1,5 +1,8 @@
 """Readers: Criteo-format files as numbered chunks of lines, records or rows.
 
+(``read_text`` serves parsers that take either lines or one text of many:
+plain files as blocks of complete lines, without a string per line.)
+
 ``read_chunks(file_format)`` maps ``(filename, size)`` to a dataset of
 ``(filename, first line/record/row number, chunk)``, numbers from 1:
 
@@ -70,6 +73,14 @@ def _file_blocks(filename, size, block_bytes: int) -> tf.data.Dataset:
   return blocks.concatenate(last_block)
 
 
+def _blocks_then_end(filename, size) -> tf.data.Dataset:
+  """(block of ``BLOCK_BYTES``, False) of a file, then ("", True): the
+  pieces the text readers carry a cut line over."""
+  pieces = _file_blocks(filename, size, BLOCK_BYTES).map(lambda b: (b, False))
+  return pieces.concatenate(tf.data.Dataset.from_tensors(
+      (tf.constant(""), True)))
+
+
 def _plain_text_chunks(filename, size):
   """Lines of an uncompressed text file, read in blocks of ``BLOCK_BYTES``.
 
@@ -78,9 +89,7 @@ def _plain_text_chunks(filename, size):
   block boundary is carried over (``scan``); the last line needs no newline;
   ``\r\n`` endings lose the ``\r`` as with ``TextLineDataset``.
   """
-  pieces = _file_blocks(filename, size, BLOCK_BYTES).map(lambda b: (b, False))
-  pieces = pieces.concatenate(tf.data.Dataset.from_tensors(
-      (tf.constant(""), True)))
+  pieces = _blocks_then_end(filename, size)
 
   def split_lines(state, piece):
     carry, next_line = state
@@ -109,9 +118,7 @@ def _plain_text_blocks(filename, size, split_complete_lines):
   each (no string per line), the last line with or without its newline.
   ``split_complete_lines(text)`` -> (text to its last newline, the rest,
   newlines in the first) (``native.split_complete_lines``)."""
-  pieces = _file_blocks(filename, size, BLOCK_BYTES).map(lambda b: (b, False))
-  pieces = pieces.concatenate(tf.data.Dataset.from_tensors(
-      (tf.constant(""), True)))
+  pieces = _blocks_then_end(filename, size)
 
   def split(state, piece):
     carry, next_line = state

@@ -18,7 +18,11 @@ tf.data as ``(features, label)`` batches exactly like the Criteo pipeline
 (``dense_features`` float32 [b, num_dense], ``sparse_features`` {name: int32
 [b]}): lines in chunks (``readers``), validated and decoded by whole-chunk
 ops, packed (``packed``), shuffled by ``pipeline.shuffle_chunks``, sharded by
-files or lines.
+files or lines. The decoding is one native op per chunk when
+``recsys_smelu.native`` builds (``DecodeDelimitedText``: check, split,
+numbers and hashes in one pass per line, plain files read as blocks of lines
+without a string per line), else stock ops; both keep the same rows with
+the same values and report the same bad rows (tests compare them).
 
 Fields follow RFC 4180: a field is either unquoted (no ``"`` and no
 delimiter) or enclosed in ``"``, with a ``"`` inside written ``""``. A quoted
@@ -1022,9 +1026,10 @@ def _native_packed_parser(schema: TabularSchema, checker: pipeline.ChunkChecker,
   return parse
 
 
-def _line_chunks(files: Sequence[str], *, shuffle_files: bool,
+def _file_chunks(files: Sequence[str], read, *, shuffle_files: bool,
                  seed: Optional[int], parallel_files: int) -> tf.data.Dataset:
-  """(filename, first line number, lines) of ``files`` (plain or gzip)."""
+  """``read(filename, size)``'s datasets of ``files``, interleaved
+  ``parallel_files`` at a time, in a shuffled file order when asked."""
   sizes = [readers.file_size(path, "tsv") for path in files]
   dataset = tf.data.Dataset.from_tensor_slices(
       (tf.constant(list(files), tf.string), tf.constant(sizes, tf.int64)))
@@ -1032,26 +1037,21 @@ def _line_chunks(files: Sequence[str], *, shuffle_files: bool,
     dataset = dataset.shuffle(len(files), seed=seed,
                               reshuffle_each_iteration=True)
   return dataset.interleave(
-      readers.read_chunks("tsv"), cycle_length=parallel_files, block_length=1,
+      read, cycle_length=parallel_files, block_length=1,
       **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
          if parallel_files > 1 else {}))
 
 
-def _text_chunks(files: Sequence[str], ops, *, shuffle_files: bool,
-                 seed: Optional[int], parallel_files: int) -> tf.data.Dataset:
+def _line_chunks(files: Sequence[str], **kwargs) -> tf.data.Dataset:
+  """(filename, first line number, lines) of ``files`` (plain or gzip)."""
+  return _file_chunks(files, readers.read_chunks("tsv"), **kwargs)
+
+
+def _text_chunks(files: Sequence[str], ops, **kwargs) -> tf.data.Dataset:
   """(filename, first line number, lines, text) of ``files``
   (``readers.read_text``), for ``_native_packed_parser``."""
-  sizes = [readers.file_size(path, "tsv") for path in files]
-  dataset = tf.data.Dataset.from_tensor_slices(
-      (tf.constant(list(files), tf.string), tf.constant(sizes, tf.int64)))
-  if shuffle_files and len(files) > 1:
-    dataset = dataset.shuffle(len(files), seed=seed,
-                              reshuffle_each_iteration=True)
-  return dataset.interleave(
-      readers.read_text(lambda text: native.split_complete_lines(ops, text)),
-      cycle_length=parallel_files, block_length=1,
-      **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
-         if parallel_files > 1 else {}))
+  return _file_chunks(files, readers.read_text(
+      lambda text: native.split_complete_lines(ops, text)), **kwargs)
 
 
 def raw_dataset(files: Sequence[str], schema: TabularSchema, *,
