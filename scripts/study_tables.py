@@ -82,16 +82,19 @@ def is_deep(variant: dict) -> bool:
   return variant["name"] != LOGREG
 
 
-def has_wide(variant: dict, config: dict) -> bool:
-  """Whether the variant's models have the wide part (its changes or base)."""
-  changes = variant.get("changes") or {}
-  if "model.wide" in changes:
-    return bool(changes["model.wide"])
-  return bool(config.get("model", {}).get("wide", False))
+def has_wide(variant: dict, results_dir: str) -> bool:
+  """Whether the variant's models have the wide part: ``model.wide`` in its
+  first model's config.json (the trainer's resolved config)."""
+  run_dir = os.path.join(results_dir, variant["models"][0]["run_dir"])
+  with open(os.path.join(run_dir, "config.json")) as f:
+    return bool(json.load(f)["model"]["wide"])
 
 
-def study_rows(results: dict) -> tuple[list[str], list[list[str]], dict]:
-  """Header, rows and per-variant numbers of one study."""
+def study_rows(results: dict, results_dir: str = ""
+               ) -> tuple[list[str], list[list[str]], dict]:
+  """Header, rows and per-variant numbers of one study (run directories
+  relative to ``results_dir``, where results.json is, as the twin writes
+  them)."""
   vs_relu = report_lib.add_comparisons(results, reference=RELU)
   names = [v["name"] for v in vs_relu["variants"]]
   vs_logreg = (report_lib.add_comparisons(results, reference=LOGREG)
@@ -106,7 +109,8 @@ def study_rows(results: dict) -> tuple[list[str], list[list[str]], dict]:
   rows, numbers = [], {}
   for v in vs_relu["variants"]:
     steps = v.get("train_steps")
-    validation = [_validation_logloss(m["run_dir"], steps)
+    validation = [_validation_logloss(os.path.join(results_dir, m["run_dir"]),
+                                      steps)
                   for m in v["models"] if m.get("run_dir")]
     validation = [x for x in validation if x is not None]
     pd_summary = v.get("pd") or {}
@@ -132,7 +136,7 @@ def study_rows(results: dict) -> tuple[list[str], list[list[str]], dict]:
         "validation_logloss": float(np.mean(validation)) if validation else None,
         "logloss": v["logloss_mean"],
         "vs_logreg": logreg_comparisons.get("logloss"),
-        "wide": has_wide(v, results.get("config", {})),
+        "wide": has_wide(v, results_dir),
     }
   return header, rows, numbers
 
@@ -169,7 +173,7 @@ def targets_text(numbers: dict) -> str:
 
 def study_block(name: str, results_path: str) -> str:
   results = report_lib.load_results(results_path)
-  header, rows, numbers = study_rows(results)
+  header, rows, numbers = study_rows(results, os.path.dirname(results_path))
   models = sorted({len(v["models"]) for v in results["variants"]})
   varied = ", ".join(results.get("varied", []))
   return "\n".join([

@@ -42,6 +42,8 @@ def _write_results(tmp_path, quality):
     for i in range(5):
       run_dir = tmp_path / "runs" / name / str(i)
       run_dir.mkdir(parents=True)
+      (run_dir / "config.json").write_text(json.dumps(
+          {"model": {"wide": wide}}))
       (run_dir / "validation.json").write_text(json.dumps(
           [{"step": 50, "logloss": validation_loss + 0.001 * i, "auc": 0.7,
             "ne": 0.9},
@@ -49,14 +51,13 @@ def _write_results(tmp_path, quality):
             "ne": 1.0}]))
       logit = truth_logit + noise * rng.normal(size=n)
       predictions.append(1 / (1 + np.exp(-logit)))
-      models.append({"index": i, "run_dir": str(run_dir)})
+      models.append({"index": i, "run_dir": os.path.relpath(run_dir, tmp_path)})
     entry = report_lib.summarize_variant(name, name, models, predictions,
                                          labels)
     entry["train_steps"] = 50
-    entry["changes"] = {"model.wide": wide}
     variants.append(entry)
   results = report_lib.add_comparisons(
-      {"config": {"model": {"wide": False}}, "varied": ["data_order"],
+      {"config": {}, "varied": ["data_order"],
        "variants": variants})
   path = tmp_path / "results.json"
   path.write_text(json.dumps(results, default=lambda x: x.tolist()))
