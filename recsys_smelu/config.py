@@ -72,7 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.vocab_min_count = 1  # ... keeping values seen at least this often
   c.data.dense_transform = "log1p_clip0"  # 'log1p_clip0' | 'none' | 'standardize'
   # The run's schema.json (roles, vocabularies, statistics): set by the
-  # trainer to model_dir/schema.json; '' = build it from data.train_files.
+  # trainer to model_dir/schema.json; '' = build it from the train split.
   c.data.schema_file = _UNSET
   # Validation data (training length, early stopping; never the eval split),
   # read like eval (in order, never shuffled), from one source:
@@ -467,15 +467,6 @@ def _check_tabular_keys(d: ml_collections.ConfigDict) -> None:
           f"config key 'data.dense_transform' is {d.dense_transform!r}; "
           f"data.format={d.format!r} (Criteo rows) always uses log1p_clip0")
     return
-  for key in ("train_rows", "eval_rows"):
-    if d[key]:
-      raise ConfigError(
-          f"config key 'data.{key}' is not supported for data.format="
-          f"{d.format!r} yet; give the rows as separate files")
-  if d.validation_fraction:
-    raise ConfigError(
-        "config key 'data.validation_fraction' is not supported for "
-        f"data.format={d.format!r} yet; give data.validation_files")
   if not d.label_column.strip():
     raise ConfigError(f"config key 'data.label_column' is empty; "
                       f"data.format={d.format!r} needs the 0/1 label column")

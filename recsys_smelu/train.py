@@ -662,7 +662,8 @@ def prepare_tabular_schema(config: ml_collections.ConfigDict, model_dir: str,
   A run that has ``model_dir/schema.json`` (resume, ``--mode=eval``) reuses
   it after checking the config's roles still match (DataError naming the
   key otherwise); a new run takes ``data.schema_file`` when set, else
-  builds the schema from ``data.train_files`` only, and writes it to
+  builds the schema from the train split's rows only (``data.
+  tabular_schema``), and writes it to
   ``write_dir/schema.json`` (default ``model_dir``; a non-chief worker's
   scratch directory). Every later step (datasets, export, twins) reads the
   schema from that file. Other formats: ``config`` unchanged.

@@ -1,6 +1,6 @@
-"""Input pipeline throughput vs pandas.read_csv on the same Criteo-format file.
+"""Input pipeline throughput vs pandas.read_csv on the same files.
 
-Prints one JSON object: examples/s of the TSV pipeline (plain, plain with the
+Prints one JSON object. Section ``criteo`` (headerless Criteo TSV): examples/s of the TSV pipeline (plain, plain with the
 training shuffle, gzip; lines decoded by the native op when it builds, and
 plain with stock ops only: ``tsv_stock_ops``), of the TFRecord and packed pipelines (files converted
 from the same rows), and of pandas.read_csv on
@@ -10,7 +10,18 @@ default; --num_rows makes it smaller). Each figure is the best of --repeats
 passes (round robin over the variants); pipeline rates are steady state (after the first batch) and the time
 to the first batch is reported separately as start-up; pandas is timed whole.
 
+Section ``tabular`` (files with a header, read by ``data.tabular`` /
+``data.parquet`` through the pipeline training uses): generated
+Avazu-shaped rows (Avazu's 24 columns: ``id``, ``click``, ``hour`` and 21
+categorical columns, no dense; ``hour`` is a categorical feature too) as CSV, and the Criteo rows
+above with a header (label, I1..I13, C1..C26) as CSV and TSV; each read by
+the tabular reader (native decoder when it builds, and stock ops only:
+``*_stock_ops``), by pandas.read_csv(sep=..., header=0) on the same file,
+and, converted to Parquet, by the Parquet reader. Each figure there is the
+MEDIAN of --median_of passes (round robin), under ``tabular``.
+
   python scripts/bench_input.py [--num_rows=1000000] [--batch_size=4096]
+      [--sections=criteo,tabular]
 """
 
 from __future__ import annotations
@@ -33,6 +44,9 @@ from recsys_smelu.data import criteo  # noqa: E402
 from recsys_smelu.data import features  # noqa: E402
 from recsys_smelu import native  # noqa: E402
 from recsys_smelu.data import synthetic  # noqa: E402
+from recsys_smelu.data import tabular  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 
 def _best_rate(run, rows: int, repeats: int) -> tuple[float, float]:
@@ -70,24 +84,204 @@ def _pipeline(files, batch_size, **kwargs):
   return run
 
 
-def _pandas(path):
+def _pandas(path, sep="\t", header=None):
   import pandas as pd  # pylint: disable=g-import-not-at-top
 
   def run():
-    yield len(pd.read_csv(path, sep="\t", header=None))
+    yield len(pd.read_csv(path, sep=sep, header=header))
 
   return run
+
+
+def _tabular_pipeline(files, schema, batch_size, **kwargs):
+  def run():
+    dataset = tabular.make_dataset(files, schema, batch_size, training=False,
+                                   shuffle=False, **kwargs)
+    for _, label in dataset:
+      yield int(label.shape[0])
+
+  return run
+
+
+def _parquet_pipeline(files, schema, batch_size):
+  from recsys_smelu.data import parquet  # pylint: disable=g-import-not-at-top
+
+  def run():
+    dataset = parquet.make_dataset(files, schema, batch_size, training=False,
+                                   shuffle=False)
+    for _, label in dataset:
+      yield int(label.shape[0])
+
+  return run
+
+
+AVAZU_CATEGORICAL = (
+    "hour", "C1", "banner_pos", "site_id", "site_domain", "site_category",
+    "app_id", "app_domain", "app_category", "device_id", "device_ip",
+    "device_model", "device_type", "device_conn_type", "C14", "C15", "C16",
+    "C17", "C18", "C19", "C20", "C21")
+
+
+def _hex_strings(count: int, rng) -> np.ndarray:
+  """``count`` distinct-looking 8-hex-digit strings (bytes)."""
+  values = rng.integers(0, 2**32, size=count, dtype=np.uint64)
+  return np.array([b"%08x" % v for v in values.tolist()], dtype="S8")
+
+
+def write_avazu_csv(path: str, rows: int, seed: int = 0) -> None:
+  """An Avazu-shaped CSV with a header, Avazu's 24 columns: ``id`` (19
+  digits), ``click`` (0/1), ``hour`` (YYMMDDHH) and 21 categorical columns
+  with Zipf-like values from vocabularies of Avazu-like sizes; no dense
+  column (``hour`` is read as one more categorical feature)."""
+  rng = np.random.default_rng(seed)
+  names = ("id", "click") + AVAZU_CATEGORICAL
+  columns = [
+      rng.integers(10**18, 10**19, size=rows, dtype=np.uint64).astype("S20"),
+      np.where(rng.random(rows) < 0.17, b"1", b"0"),
+      (14102100 + 100 * rng.integers(0, 10, rows)
+       + rng.integers(0, 24, rows)).astype("S8"),
+  ]
+  # (vocabulary size, hex strings or small integers) per remaining column.
+  sizes = {"C1": 7, "banner_pos": 7, "site_id": 4000, "site_domain": 7000,
+           "site_category": 25, "app_id": 8000, "app_domain": 500,
+           "app_category": 30, "device_id": 200_000, "device_ip": 800_000,
+           "device_model": 6000, "device_type": 5, "device_conn_type": 4,
+           "C14": 2500, "C15": 8, "C16": 9, "C17": 430, "C18": 4, "C19": 68,
+           "C20": 170, "C21": 60}
+  hexed = {"site_id", "site_domain", "site_category", "app_id", "app_domain",
+           "app_category", "device_id", "device_ip", "device_model"}
+  for name in AVAZU_CATEGORICAL[1:]:
+    size = sizes[name]
+    if name in hexed:
+      table = _hex_strings(size, rng)
+    else:
+      table = (rng.choice(100_000, size, replace=False)
+               if size > 10 else np.arange(size)).astype("S6")
+    ranks = np.minimum(rng.zipf(1.3, rows) - 1, size - 1)
+    columns.append(table[ranks])
+  with open(path, "wb") as f:
+    f.write(",".join(names).encode() + b"\n")
+    block = 100_000
+    for start in range(0, rows, block):
+      parts = [c[start:start + block].tolist() for c in columns]
+      f.write(b"\n".join(map(b",".join, zip(*parts))) + b"\n")
+
+
+def write_with_header(source: str, path: str, delimiter: bytes,
+                      num_dense: int = 13, num_categorical: int = 26) -> None:
+  """The headerless Criteo TSV ``source`` with a header (label, I1.., C1..)
+  and ``delimiter`` between fields."""
+  header = (["label"] + [f"I{i + 1}" for i in range(num_dense)]
+            + [f"C{i + 1}" for i in range(num_categorical)])
+  with open(source, "rb") as src, open(path, "wb") as dst:
+    dst.write(delimiter.join(h.encode() for h in header) + b"\n")
+    while True:
+      block = src.read(1 << 24)
+      if not block:
+        break
+      dst.write(block if delimiter == b"\t" else
+                block.replace(b"\t", delimiter))
+
+
+def write_parquet(path: str, parquet_path: str, sep: str) -> None:
+  """``path`` (a header, ``sep``) as one Parquet file, columns as pandas
+  reads them (categorical codes that look numeric stay integers)."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  import pyarrow  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet  # pylint: disable=g-import-not-at-top
+  frame = pd.read_csv(path, sep=sep, header=0)
+  pyarrow.parquet.write_table(pyarrow.Table.from_pandas(frame,
+                                                        preserve_index=False),
+                              parquet_path)
+
+
+def _rate(run, rows: int) -> tuple[float, float]:
+  return _best_rate(run, rows, 1)
+
+
+def tabular_section(work_dir: str, criteo_tsv: str, rows: int,
+                    batch_size: int, median_of: int) -> dict:
+  """The ``tabular`` section (module docstring): median rates and ratios."""
+  avazu = os.path.join(work_dir, "avazu.csv")
+  write_avazu_csv(avazu, rows)
+  criteo_csv = os.path.join(work_dir, "criteo_header.csv")
+  write_with_header(criteo_tsv, criteo_csv, b",")
+  criteo_tsv_header = os.path.join(work_dir, "criteo_header.tsv")
+  write_with_header(criteo_tsv, criteo_tsv_header, b"\t")
+  avazu_spec = tabular.TabularSpec(
+      label_column="click", categorical_columns=AVAZU_CATEGORICAL,
+      ignore_columns=("id",), file_format="csv")
+  criteo_roles = dict(
+      label_column="label", dense_columns=tuple(f"I{i}" for i in range(1, 14)),
+      categorical_columns=tuple(f"C{i}" for i in range(1, 27)))
+  cases = {  # name: (file, spec, pandas separator)
+      "avazu_csv": (avazu, avazu_spec, ","),
+      "criteo_csv": (criteo_csv, tabular.TabularSpec(
+          file_format="csv", **criteo_roles), ","),
+      "criteo_tsv_header": (criteo_tsv_header, tabular.TabularSpec(
+          file_format="tsv", **criteo_roles), "\t"),
+  }
+  runs, parquet_ok = {}, True
+  try:
+    import pyarrow  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    parquet_ok = False
+  for name, (path, spec, sep) in cases.items():
+    schema = tabular.build_schema([path], spec)
+    runs[f"pandas_{name}"] = _pandas(path, sep=sep, header=0)
+    runs[name] = _tabular_pipeline([path], schema, batch_size)
+    runs[f"{name}_stock_ops"] = _tabular_pipeline([path], schema, batch_size,
+                                                  native_decoder=False)
+    if parquet_ok and name != "criteo_tsv_header":  # same rows as criteo_csv
+      parquet_path = os.path.splitext(path)[0] + ".parquet"
+      write_parquet(path, parquet_path, sep)
+      parquet_schema = tabular.build_schema(
+          [path], spec)  # same roles; Parquet reads them by name
+      parquet_schema = tabular.TabularSchema(
+          spec=tabular.dataclasses.replace(spec, file_format="parquet"),
+          columns=parquet_schema.columns, features=parquet_schema.features)
+      runs[f"{name}_parquet"] = _parquet_pipeline([parquet_path],
+                                                  parquet_schema, batch_size)
+  samples = {name: [] for name in runs}
+  for _ in range(median_of):
+    for name, run in runs.items():  # round robin, as in the criteo section
+      samples[name].append(_rate(run, rows))
+  median = {name: float(np.median([rate for rate, _ in values]))
+            for name, values in samples.items()}
+  ratios = {}
+  for name in cases:
+    for variant in (name, f"{name}_stock_ops", f"{name}_parquet"):
+      if variant in median:
+        ratios[variant] = round(median[variant] / median[f"pandas_{name}"], 2)
+  return {
+      "median_of": median_of,
+      "file_mb": {name: round(os.path.getsize(path) / 2**20, 1)
+                  for name, (path, _, _) in cases.items()},
+      "examples_per_s": {k: round(v) for k, v in median.items()},
+      "startup_s": {k: round(min(s for _, s in v), 2)
+                    for k, v in samples.items() if not k.startswith("pandas")},
+      "ratio_to_pandas": ratios,
+  }
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--num_rows", type=int, default=1_000_000)
   parser.add_argument("--batch_size", type=int, default=4096)
-  parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--repeats", type=int, default=2,
+                      help="criteo section: best of this many passes")
+  parser.add_argument("--median_of", type=int, default=3,
+                      help="tabular section: median of this many passes")
+  parser.add_argument("--sections", default="criteo,tabular",
+                      help="comma-separated: criteo, tabular")
   parser.add_argument("--work_dir", default="",
                       help="where to write the files (default: a temp dir, "
                            "removed afterwards)")
   args = parser.parse_args()
+  sections = set(args.sections.split(","))
+  unknown = sections - {"criteo", "tabular"}
+  if unknown:
+    parser.error(f"unknown --sections {sorted(unknown)}")
   work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_input_")
   rows = args.num_rows
   try:
@@ -95,68 +289,78 @@ def main():
     truth = synthetic.generate(work_dir, rows, 1, seed=0)
     generate_seconds = time.perf_counter() - start
     plain = truth["train_files"][0]
-    gzipped = plain + ".gz"
-    with open(plain, "rb") as src, gzip.GzipFile(gzipped, "wb", compresslevel=6,
-                                                 mtime=0) as dst:
-      shutil.copyfileobj(src, dst, 1 << 22)
-    start = time.perf_counter()
-    summary = convert.convert(plain, os.path.join(work_dir, "tfrecord"),
-                              records_per_file=rows)
-    convert_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    packed = convert.convert_packed(plain, os.path.join(work_dir, "packed"),
-                                    records_per_file=rows)
-    convert_packed_seconds = time.perf_counter() - start
-    eval_mode = dict(training=False, shuffle=False)
-    train_mode = dict(training=True, shuffle=True, seed=0,
-                      shuffle_buffer=10_000, drop_remainder=False)
-    runs = {
-        "pandas_read_csv": _pandas(plain),
-        "pandas_read_csv_gzip": _pandas(gzipped),
-        "tsv": _pipeline([plain], args.batch_size, **eval_mode),
-        "tsv_stock_ops": _pipeline([plain], args.batch_size,
-                                   native_decoder=False, **eval_mode),
-        "tsv_shuffled": _pipeline([plain], args.batch_size, **train_mode),
-        "tsv_gzip": _pipeline([gzipped], args.batch_size, **eval_mode),
-        "tfrecord": _pipeline(summary["outputs"], args.batch_size,
-                              file_format="tfrecord", **eval_mode),
-        "packed": _pipeline(packed["outputs"], args.batch_size,
-                            file_format="packed", **eval_mode),
-    }
-    # Round robin, so that load from other processes hits every variant.
-    rates = {name: (0.0, float("inf")) for name in runs}
-    for _ in range(args.repeats):
-      for name, run in runs.items():
-        rate, startup = _best_rate(run, rows, 1)
-        rates[name] = (max(rates[name][0], rate), min(rates[name][1], startup))
-    speed = {k: v[0] for k, v in rates.items()}
     result = {
         "num_rows": rows,
         "batch_size": args.batch_size,
         "file_mb": round(os.path.getsize(plain) / 2**20, 1),
         "cpu_count": os.cpu_count(),
         "native_decoder": native.load() is not None,
-        "examples_per_s": {k: round(v) for k, v in speed.items()},
-        "startup_s": {k: round(v[1], 2) for k, v in rates.items()
-                      if not k.startswith("pandas")},
-        "ratio_to_pandas": {
-            "tsv": speed["tsv"] / speed["pandas_read_csv"],
-            "tsv_stock_ops": speed["tsv_stock_ops"] / speed["pandas_read_csv"],
-            "tsv_shuffled": speed["tsv_shuffled"] / speed["pandas_read_csv"],
-            "tsv_gzip": speed["tsv_gzip"] / speed["pandas_read_csv_gzip"],
-            "tfrecord": speed["tfrecord"] / speed["pandas_read_csv"],
-            "packed": speed["packed"] / speed["pandas_read_csv"],
-        },
-        "synthetic_generate_rows_per_s": round(rows / generate_seconds),
-        "convert_rows_per_s": round(rows / convert_seconds),
-        "convert_packed_rows_per_s": round(rows / convert_packed_seconds),
     }
-    result["ratio_to_pandas"] = {k: round(v, 2) for k, v in
-                                 result["ratio_to_pandas"].items()}
+    if "criteo" in sections:
+      result.update(criteo_section(work_dir, plain, rows, args))
+      result["synthetic_generate_rows_per_s"] = round(rows / generate_seconds)
+    if "tabular" in sections:
+      result["tabular"] = tabular_section(work_dir, plain, rows,
+                                          args.batch_size, args.median_of)
     print(json.dumps(result, indent=2))
   finally:
     if not args.work_dir:
       shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def criteo_section(work_dir: str, plain: str, rows: int, args) -> dict:
+  """The ``criteo`` section (module docstring): best rates and ratios."""
+  gzipped = plain + ".gz"
+  with open(plain, "rb") as src, gzip.GzipFile(gzipped, "wb", compresslevel=6,
+                                               mtime=0) as dst:
+    shutil.copyfileobj(src, dst, 1 << 22)
+  start = time.perf_counter()
+  summary = convert.convert(plain, os.path.join(work_dir, "tfrecord"),
+                            records_per_file=rows)
+  convert_seconds = time.perf_counter() - start
+  start = time.perf_counter()
+  packed = convert.convert_packed(plain, os.path.join(work_dir, "packed"),
+                                  records_per_file=rows)
+  convert_packed_seconds = time.perf_counter() - start
+  eval_mode = dict(training=False, shuffle=False)
+  train_mode = dict(training=True, shuffle=True, seed=0,
+                    shuffle_buffer=10_000, drop_remainder=False)
+  runs = {
+      "pandas_read_csv": _pandas(plain),
+      "pandas_read_csv_gzip": _pandas(gzipped),
+      "tsv": _pipeline([plain], args.batch_size, **eval_mode),
+      "tsv_stock_ops": _pipeline([plain], args.batch_size,
+                                 native_decoder=False, **eval_mode),
+      "tsv_shuffled": _pipeline([plain], args.batch_size, **train_mode),
+      "tsv_gzip": _pipeline([gzipped], args.batch_size, **eval_mode),
+      "tfrecord": _pipeline(summary["outputs"], args.batch_size,
+                            file_format="tfrecord", **eval_mode),
+      "packed": _pipeline(packed["outputs"], args.batch_size,
+                          file_format="packed", **eval_mode),
+  }
+  # Round robin, so that load from other processes hits every variant.
+  rates = {name: (0.0, float("inf")) for name in runs}
+  for _ in range(args.repeats):
+    for name, run in runs.items():
+      rate, startup = _best_rate(run, rows, 1)
+      rates[name] = (max(rates[name][0], rate), min(rates[name][1], startup))
+  speed = {k: v[0] for k, v in rates.items()}
+  ratios = {
+      "tsv": speed["tsv"] / speed["pandas_read_csv"],
+      "tsv_stock_ops": speed["tsv_stock_ops"] / speed["pandas_read_csv"],
+      "tsv_shuffled": speed["tsv_shuffled"] / speed["pandas_read_csv"],
+      "tsv_gzip": speed["tsv_gzip"] / speed["pandas_read_csv_gzip"],
+      "tfrecord": speed["tfrecord"] / speed["pandas_read_csv"],
+      "packed": speed["packed"] / speed["pandas_read_csv"],
+  }
+  return {
+      "examples_per_s": {k: round(v) for k, v in speed.items()},
+      "startup_s": {k: round(v[1], 2) for k, v in rates.items()
+                    if not k.startswith("pandas")},
+      "ratio_to_pandas": {k: round(v, 2) for k, v in ratios.items()},
+      "convert_rows_per_s": round(rows / convert_seconds),
+      "convert_packed_rows_per_s": round(rows / convert_packed_seconds),
+  }
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from recsys_smelu import config as config_lib  # noqa: F401  (before tensorflow)
+from recsys_smelu import data as data_lib
 from recsys_smelu import export as export_lib
 from recsys_smelu import train as train_lib
 from recsys_smelu.data import features as features_lib
@@ -418,15 +419,23 @@ def csv_trained(tmp_path_factory):
   root = tmp_path_factory.mktemp("csv_export")
   train = write_avazu(str(root / "train.csv"), 1500, 0, with_dense=True)
   evaluation = write_avazu(str(root / "eval.csv"), 300, 1, with_dense=True)
+  # site_category values cat4 and cat5 are out of this vocabulary file;
+  # device_model's vocabulary is built from counts (m0..m59, ~25 each).
+  vocabulary = root / "site_category.txt"
+  vocabulary.write_text("cat0\ncat1\ncat2\ncat3\n")
   changes = dict(TINY)
   changes.update(avazu_config_changes(train, evaluation, with_dense=True))
   changes.update({"data.dense_transform": "standardize",
+                  "data.vocabulary_files": f"site_category={vocabulary}",
+                  "data.vocabulary_columns": "device_model",
+                  "data.vocab_min_count": 30,
                   "train.export": True})
   model_dir = str(root / "run")
   result = train_lib.train(
       config_lib.override(config_lib.default_config(), changes), model_dir,
       interactive=False)
-  return {"model_dir": model_dir, "step": result.step, "eval_file": evaluation}
+  return {"model_dir": model_dir, "step": result.step, "eval_file": evaluation,
+          "train_file": train, "vocabulary_file": str(vocabulary)}
 
 
 def _csv_serving_inputs(path):
@@ -512,3 +521,141 @@ def test_standardize_statistics_are_inside_the_saved_model(csv_trained,
   one_std = served_with([stats[name][0] + stats[name][1] for name in DENSE])
   np.testing.assert_allclose(at_mean, missing, rtol=0, atol=1e-6)
   assert np.max(np.abs(one_std - missing)) > 1e-4
+
+
+def test_vocabularies_travel_in_schema_json_and_serving_maps_oov_to_zero(
+    csv_trained):
+  """A vocabulary file and one counted over the training file (values seen
+  at least data.vocab_min_count times) are in schema.json; the SavedModel
+  maps an in-vocabulary value to 1 + its position and an out-of-vocabulary
+  one to bucket 0, as the Keras model given those ids by hand scores them."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  model_dir = csv_trained["model_dir"]
+  with open(os.path.join(model_dir, "schema.json")) as f:
+    written = json.load(f)
+  assert written["vocabulary_files"] == {
+      "site_category": csv_trained["vocabulary_file"]}
+  assert written["vocabulary_columns"] == ["device_model"]
+  assert written["vocab_min_count"] == 30
+  categorical = {c["name"]: c for c in written["categorical"]}
+  assert categorical["site_category"]["vocabulary"] == [
+      "cat0", "cat1", "cat2", "cat3"]
+  assert categorical["site_category"]["num_buckets"] == 5
+  counts = pd.read_csv(csv_trained["train_file"],
+                       dtype=str)["device_model"].value_counts()
+  expected = sorted(((v, n) for v, n in counts.items() if n >= 30),
+                    key=lambda item: (-item[1], item[0]))
+  model_vocabulary = categorical["device_model"]["vocabulary"]
+  assert model_vocabulary == [v for v, _ in expected]
+  assert 0 < len(model_vocabulary) < 60  # the threshold dropped some
+  assert categorical["device_model"]["num_buckets"] == len(
+      model_vocabulary) + 1
+  assert categorical["site_id"]["vocabulary"] is None  # hashed
+
+  kept, dropped = model_vocabulary[0], sorted(set(counts.index) - set(
+      model_vocabulary))[0]
+  _, inputs = _csv_serving_inputs(csv_trained["eval_file"])
+  n = 6
+  inputs = {k: v[:n] for k, v in inputs.items()}
+  inputs["site_category"] = tf.constant(["cat2", "cat5", "", "cat0", "new",
+                                         "cat3"])
+  inputs["device_model"] = tf.constant([kept, dropped, kept, "", kept,
+                                        "m999"])
+  loaded = tf.saved_model.load(os.path.join(model_dir, "export",
+                                            str(csv_trained["step"])))
+  served = loaded.signatures["serving_default"](**inputs)[
+      "probability"].numpy()
+
+  config = config_lib.load(model_dir)
+  schema = data_lib.build_schema(config)
+  model = export_lib.restore_model(config,
+                                   export_lib.resolve_checkpoint(model_dir))
+  by_hand = features_lib.raw_to_model_inputs(inputs, schema)
+  by_hand[features_lib.SPARSE_KEY]["site_category"] = tf.constant(
+      [3, 0, 0, 1, 0, 4], tf.int32)
+  position = model_vocabulary.index(kept) + 1
+  by_hand[features_lib.SPARSE_KEY]["device_model"] = tf.constant(
+      [position, 0, position, 0, position, 0], tf.int32)
+  expected_probability = tf.sigmoid(tf.reshape(
+      model(by_hand, training=False), [-1])).numpy()
+  np.testing.assert_allclose(served, expected_probability, rtol=0, atol=1e-6)
+  # The ids matter: scoring row 0 with an out-of-vocabulary site_category
+  # changes its probability.
+  oov = dict(inputs, site_category=tf.constant(["cat5"] * n))
+  changed = loaded.signatures["serving_default"](**oov)["probability"].numpy()
+  assert abs(changed[0] - served[0]) > 1e-7
+  np.testing.assert_allclose(changed[1:3], served[1:3], rtol=0, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------
+# A model trained on Parquet files: typed columns served as named raw inputs.
+
+
+@pytest.fixture(scope="module")
+def parquet_trained(tmp_path_factory):
+  """A tiny model trained on Parquet files with integer, string and float
+  columns (null = missing), exported at the end of training."""
+  pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip "
+                      "install 'recsys-smelu[parquet]')")
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from conftest import TINY  # pylint: disable=g-import-not-at-top
+  from tabular_samples import avazu_config_changes  # pylint: disable=g-import-not-at-top
+  from tabular_samples import DENSE, write_avazu  # pylint: disable=g-import-not-at-top,g-multiple-import
+  root = tmp_path_factory.mktemp("parquet_export")
+  paths = {}
+  for split, rows, seed in (("train", 1200, 0), ("eval", 300, 1)):
+    csv_path = write_avazu(str(root / f"{split}.csv"), rows, seed,
+                           with_dense=True)
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    for name in ("id", "click", "hour", "C1", "banner_pos"):
+      frame[name] = frame[name].astype("int64")
+    for name in DENSE:
+      frame[name] = pd.to_numeric(frame[name].replace("", np.nan))
+    paths[split] = str(root / f"{split}.parquet")
+    frame.to_parquet(paths[split], row_group_size=256)
+  changes = dict(TINY)
+  changes.update(avazu_config_changes(paths["train"], paths["eval"],
+                                      with_dense=True,
+                                      file_format="parquet"))
+  changes.update({"data.header": False, "data.dense_transform": "standardize",
+                  "train.export": True})
+  model_dir = str(root / "run")
+  result = train_lib.train(
+      config_lib.override(config_lib.default_config(), changes), model_dir,
+      interactive=False)
+  return {"model_dir": model_dir, "step": result.step,
+          "eval_file": paths["eval"], "result": result}
+
+
+def test_parquet_model_serves_raw_named_columns_as_the_trainer_predicted(
+    parquet_trained):
+  """Integer categorical columns are served as their text (tf.string, as
+  training hashed them); null dense values as NaN."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from tabular_samples import CATEGORICAL, DENSE  # pylint: disable=g-import-not-at-top
+  model_dir = parquet_trained["model_dir"]
+  assert parquet_trained["step"] == 20
+  assert parquet_trained["result"].eval_metrics["num_examples"] == 300
+  with open(os.path.join(model_dir, "schema.json")) as f:
+    written = json.load(f)
+  assert written["file_format"] == "parquet"
+  assert [d["name"] for d in written["dense"]] == list(DENSE)
+  assert all(d["std"] > 0 for d in written["dense"])
+  loaded = tf.saved_model.load(os.path.join(model_dir, "export",
+                                            str(parquet_trained["step"])))
+  serving = loaded.signatures["serving_default"]
+  specs = serving.structured_input_signature[1]
+  assert set(specs) == set(CATEGORICAL) | set(DENSE)
+  assert all(specs[n].dtype == tf.string for n in CATEGORICAL)
+  frame = pd.read_parquet(parquet_trained["eval_file"])
+  assert frame["hour"].dtype == np.int64
+  inputs = {n: tf.constant(frame[n].astype(str).tolist()) for n in CATEGORICAL}
+  inputs.update({n: tf.constant(frame[n].to_numpy(np.float32))
+                 for n in DENSE})
+  assert np.isnan(inputs["price"].numpy()).any()
+  served = serving(**inputs)["probability"].numpy()
+  with np.load(os.path.join(model_dir, "predictions.npz")) as saved:
+    np.testing.assert_allclose(served, saved["probabilities"], rtol=0,
+                               atol=1e-5)
+    np.testing.assert_array_equal(saved["labels"], frame["click"].to_numpy())
+  assert np.std(served) > 1e-3

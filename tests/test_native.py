@@ -343,3 +343,105 @@ def test_embedding_adagrad_update_rejects_bad_input(ops):
         ops, [tf.Variable(tf.zeros([5, 2], tf.float64))],
         [tf.Variable(tf.zeros([5, 2], tf.float64))], [good], grads[:1], lr,
         1e-7)
+
+
+# ---------------------------------------------------------------------------
+# DecodeDelimitedRows / DecodeDelimitedText (the tabular reader's decoder).
+# ---------------------------------------------------------------------------
+
+NUMBERS = ["", "0", "-0", "+0", "1.5", "-2.25", ".5", "5.", "1e5", "1E-05",
+           "1e+2", "-1.e3", "1e", "1e123", "e5", ".", "-", "+", "1.5.2",
+           "0x10", "inf", "nan", " 1", "1 ", "1,5", "9" * 38, "9" * 39,
+           "1" * 20 + ".5", "0." + "0" * 40 + "1", "123456789012345678901",
+           "3.4028234663852886e38", "3.4028235677973366e38", "3.5e38",
+           "-3.4028234e38", "1e-45", "7e-46", "1e-99", "4.9406564584124654e-324",
+           "0.30000000000000004", "2.00000011920928955078125",
+           "16777217", "9007199254740993", "1.00000005960464477539062",
+           "0000000000000000000000000123.4500000000000000000000000"]
+# Raw bytes, one character each (encoded as latin-1): "\xc3\xa9" is é in
+# UTF-8; the others are RE2's edge cases of valid and invalid UTF-8.
+TEXTS = ["", "a", "a b", "\xc3\xa9", "\xff", "\xc3", "x\x80y", "\xed\xa0\x80",
+         "\xe0\x80\x80", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xc0\x80",
+         '"q"', '"a,b"', '"say ""x"""', '""', '"', 'a"b', '"a"b', '"a""',
+         "\t", "with\0nul"]
+
+
+def _delimited_lines(n, seed, delimiter):
+  rng = np.random.default_rng(seed)
+  lines = []
+  for _ in range(n):
+    fields = [rng.choice(["0", "1", "2", '"1"', ""]) if rng.random() < 0.3
+              else rng.choice(["0", "1"]),
+              *rng.choice(NUMBERS if rng.random() < 0.5 else NUMBERS[:12], 2),
+              *rng.choice(TEXTS if rng.random() < 0.5 else TEXTS[:4], 3)]
+    if rng.random() < 0.2:  # a quoted dense or label field
+      k = int(rng.integers(0, 3))
+      fields[k] = '"' + fields[k].replace('"', '""') + '"'
+    if rng.random() < 0.05:
+      fields = fields[:int(rng.integers(0, len(fields)))]
+    elif rng.random() < 0.05:
+      fields.append("extra")
+    lines.append(delimiter.join(fields).encode("latin-1"))
+  return lines
+
+
+@pytest.mark.parametrize("delimiter", [",", "\t", ";"])
+def test_delimited_decoder_equals_the_tabular_stock_ops(ops, delimiter):
+  from recsys_smelu.data import tabular  # pylint: disable=g-import-not-at-top
+  spec = tabular.TabularSpec(
+      label_column="label", dense_columns=("a", "b"),
+      categorical_columns=("x", "z"), ignore_columns=("y",),
+      delimiter=delimiter, num_buckets=1000)
+  columns = ("label", "a", "b", "x", "y", "z")
+  schema = tabular._schema(spec, columns, {})  # pylint: disable=protected-access
+  moduli = [1000, 2**62]
+  lines = _delimited_lines(4000, seed=1, delimiter=delimiter)
+  label, dense, hashes, valid = native.decode_delimited_rows(
+      ops, tf.constant(lines), delimiter=delimiter, num_columns=6,
+      label_column=0, dense_columns=[1, 2], categorical_columns=[3, 5],
+      moduli=moduli)
+  want = tabular._decode_lines(  # pylint: disable=protected-access
+      tf.constant(lines), tabular._Layout(schema))  # pylint: disable=protected-access
+  ok = want["ok"].numpy()
+  np.testing.assert_array_equal(valid.numpy(), ok)
+  assert 0.2 < ok.mean() < 0.8
+  raw = want["raw"]
+  np.testing.assert_array_equal(label.numpy()[ok], raw["label"].numpy()[ok])
+  want_dense = np.stack([raw["a"].numpy(), raw["b"].numpy()], 1)[ok]
+  np.testing.assert_array_equal(dense.numpy()[ok].view(np.int32),
+                                want_dense.view(np.int32))
+  for k, (name, modulus) in enumerate(zip(("x", "z"), moduli)):
+    np.testing.assert_array_equal(
+        hashes.numpy()[ok, k],
+        tf.strings.to_hash_bucket_fast(raw[name], modulus).numpy()[ok])
+  assert not label.numpy()[~ok].any() and not hashes.numpy()[~ok].any()
+
+  # The same lines in one text, with \n and \r\n line ends.
+  text = b"".join(line + (b"\r\n" if i % 2 else b"\n")
+                  for i, line in enumerate(lines))
+  from_text = native.decode_delimited_text(
+      ops, tf.constant(text[:-1]), delimiter=delimiter, num_columns=6,
+      label_column=0, dense_columns=[1, 2], categorical_columns=[3, 5],
+      moduli=moduli)
+  for got, expected in zip(from_text, (label, dense, hashes, valid)):
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
+def test_split_complete_lines(ops):
+  for text, want in ((b"a\nb\nc", (b"a\nb\n", b"c", 2)),
+                     (b"abc", (b"", b"abc", 0)), (b"", (b"", b"", 0)),
+                     (b"a\r\n\n", (b"a\r\n\n", b"", 2))):
+    complete, rest, count = native.split_complete_lines(ops, tf.constant(text))
+    assert (complete.numpy(), rest.numpy(), int(count)) == want
+
+
+def test_delimited_decoder_rejects_bad_attributes(ops):
+  base = dict(delimiter=",", num_columns=2, label_column=0, dense_columns=[],
+              categorical_columns=[1], moduli=[10])
+  for change, match in ((dict(delimiter='"'), "delimiter"),
+                        (dict(moduli=[0]), "moduli must be > 0"),
+                        (dict(categorical_columns=[0]), "two roles"),
+                        (dict(categorical_columns=[5]), "outside")):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+      native.decode_delimited_rows(ops, tf.constant(["1,a"]),
+                                   **{**base, **change})

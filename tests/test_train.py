@@ -294,15 +294,13 @@ def _free_ports(n: int) -> list[int]:
   return ports
 
 
-@pytest.mark.slow
-def test_multi_worker_mirrored_two_processes(synthetic_dir, tmp_path):
-  config_file = write_config_file(str(tmp_path / "config.py"),
-                                  tiny_config(synthetic_dir))
-  ports = _free_ports(2)
+def _multi_worker_train(config_file: str, model_dir, num_workers: int = 2):
+  """Runs ``num_workers`` trainer processes under multi_worker_mirrored on
+  this host; returns their outputs after checking each exited with 0."""
+  ports = _free_ports(num_workers)
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-  model_dir = tmp_path / "run"
   procs = []
-  for index in range(2):
+  for index in range(num_workers):
     env = dict(os.environ, TF_CONFIG=json.dumps(
         {"cluster": cluster, "task": {"type": "worker", "index": index}}))
     procs.append(subprocess.Popen(
@@ -311,10 +309,34 @@ def test_multi_worker_mirrored_two_processes(synthetic_dir, tmp_path):
          "--mode=train"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True))
   outputs = [p.communicate(timeout=300)[0] for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], "\n\n".join(
+  assert [p.returncode for p in procs] == [0] * num_workers, "\n\n".join(
       f"worker {i}:\n{out[-2500:]}" for i, out in enumerate(outputs))
+  return outputs
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_two_processes(synthetic_dir, tmp_path):
+  config_file = write_config_file(str(tmp_path / "config.py"),
+                                  tiny_config(synthetic_dir))
+  model_dir = tmp_path / "run"
+  _multi_worker_train(config_file, model_dir)
   assert (model_dir / "checkpoints" / "ckpt-20.index").exists()
   assert (model_dir / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_on_csv_with_a_validation_tail(tmp_path):
+  """Two workers on one csv file (line shards of the train rows less the
+  validation tail): the chief writes the run's schema.json and checkpoints."""
+  config = _avazu_config(tmp_path, **{"data.validation_fraction": 0.1})
+  config_file = write_config_file(str(tmp_path / "config.py"), config)
+  model_dir = tmp_path / "run"
+  _multi_worker_train(config_file, model_dir)
+  assert (model_dir / "checkpoints" / "ckpt-20.index").exists()
+  written = json.loads((model_dir / "schema.json").read_text())
+  assert written["label_column"] == "click"
+  assert config_lib.load(str(model_dir)).data.schema_file == str(
+      model_dir / "schema.json")
 
 
 def test_tpu_strategy_factory_uses_resolver():
@@ -774,6 +796,28 @@ def test_csv_training_writes_schema_json_and_resume_reuses_it(tmp_path):
   with pytest.raises(data_lib.DataError, match="'data.num_buckets' is 55"):
     train_lib.train(config_lib.override(config, {"data.num_buckets": 55}),
                     model_dir, mode="eval", interactive=False)
+
+
+def test_csv_training_on_row_ranges_with_a_validation_tail(tmp_path):
+  """Eval rows, train rows and the validation tail of one csv file: eval
+  scores exactly rows 1000: in order, validation exactly rows 800:1000."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from recsys_smelu import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  model_dir = tmp_path / "run"
+  config = _avazu_config(tmp_path, **{
+      "data.eval_files": "", "data.train_rows": ":1000",
+      "data.eval_rows": "1000:", "data.validation_fraction": 0.2,
+      "train.eval_every": 10})
+  result = train_lib.train(config, str(model_dir), interactive=False)
+  labels = pd.read_csv(config.data.train_files)["click"].to_numpy(np.float64)
+  assert result.eval_metrics["num_examples"] == 200
+  with np.load(str(model_dir / "predictions.npz")) as saved:
+    np.testing.assert_array_equal(saved["labels"], labels[1000:])
+  records = json.loads((model_dir / "validation.json").read_text())
+  assert [r["step"] for r in records] == [10, 20]
+  entropy = metrics_lib.base_rate_entropy(labels[800:1000].mean())
+  for r in records:
+    assert r["ne"] == pytest.approx(r["logloss"] / entropy, rel=1e-12)
 
 
 # ----------------------------------------------------------------------------

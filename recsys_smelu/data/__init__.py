@@ -136,11 +136,13 @@ def _file_state(paths) -> tuple:
 
 def tabular_schema(config: ml_collections.ConfigDict) -> tabular.TabularSchema:
   """The ``TabularSchema`` of ``config``: loaded from ``data.schema_file``
-  (the run's ``schema.json``) when set, else built from ``data.train_files``
-  (``tabular.build_schema``: vocabularies and statistics from the training
-  files only). With role keys set, a schema file whose roles differ from
-  them is an error naming the first key that differs. Cached per file
-  state, so the one pass over the training files runs once per process."""
+  (the run's ``schema.json``) when set, else built from the train split
+  (``tabular.build_schema``: vocabularies and statistics from the rows the
+  model trains on: ``data.train_files``, within ``data.train_rows``, less
+  the validation rows of ``data.validation_fraction``). With role keys set,
+  a schema file whose roles differ from them is an error naming the first
+  key that differs. Cached per file state, so the one pass over the
+  training files runs once per process."""
   d = config.data
   if d.schema_file:
     key = ("file", _file_state([d.schema_file]))
@@ -155,11 +157,13 @@ def tabular_schema(config: ml_collections.ConfigDict) -> tabular.TabularSchema:
     raise NoMatchingFilesError("config key 'data.train_files' is empty; the "
                                "tabular schema is built from the training "
                                "files")
-  files = expand_patterns(d.train_files)
-  key = ("build", spec, d.on_bad_row, _file_state(files))
+  reader = _tabular_reader(d.format)
+  rows = splits.split_rows(config, "train", reader.row_counter(spec))
+  key = ("build", spec, d.on_bad_row, _file_state(rows.files), d.train_rows,
+         d.validation_fraction, d.validation_split)
   if key not in _SCHEMA_CACHE:
-    _SCHEMA_CACHE[key] = _tabular_reader(d.format).build_schema(
-        files, spec, on_bad_row=d.on_bad_row)
+    _SCHEMA_CACHE[key] = reader.build_schema(
+        rows.files, spec, on_bad_row=d.on_bad_row, selector=rows.selector)
   return _SCHEMA_CACHE[key]
 
 
@@ -255,14 +259,15 @@ def build_dataset(config: ml_collections.ConfigDict, split: str,
         shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
         num_shards=num_shards, shard_index=shard_index,
         validation_per_user=data.validation_ratings_per_user)
+  rows = splits.split_rows(config, split, _row_counter(config))
   if is_tabular(data):
     return _tabular_reader(data.format).make_dataset(
-        _tabular_files(config, split), tabular_schema(config), batch_size,
+        rows.files, tabular_schema(config), batch_size,
         training=training, shuffle=shuffle,
         shuffle_buffer=data.shuffle_buffer, seed=seed, repeat=repeat,
         cycle_length=data.cycle_length, on_bad_row=data.on_bad_row,
-        bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index)
-  rows = splits.split_rows(config, split, _row_counter(config))
+        bad_rows=bad_rows, num_shards=num_shards, shard_index=shard_index,
+        selector=rows.selector)
   return criteo.make_dataset(
       rows.files, schema, batch_size,
       file_format=data.format, training=training, shuffle=shuffle,
@@ -293,10 +298,8 @@ def count_rows(config: ml_collections.ConfigDict, split: str) -> int:
   (``recsys_smelu.data.splits``), as the files hold them: TSV lines,
   TFRecord records, packed rows (bad rows included; they are found only
   while reading), MovieLens ratings; tabular files: rows less the header
-  lines. Builds no model, so the trainer can size epochs first."""
-  if is_tabular(config.data):
-    return _tabular_reader(config.data.format).count_rows(
-        _tabular_files(config, split), tabular_spec(config))
+  lines (Parquet: from the metadata). Builds no model, so the trainer can
+  size epochs first."""
   return splits.count_rows(config, split, _row_counter(config),
                            _count_all(config))
 
@@ -306,30 +309,7 @@ def check_splits(config: ml_collections.ConfigDict) -> dict[str, int]:
   'eval'}``), checked: raises ``ConfigError`` naming the key for a row range
   outside its files, eval rows overlapping the train rows, or an empty
   split. The trainer calls it before building the model."""
-  if is_tabular(config.data):
-    counts = {split: count_rows(config, split) for split in SPLITS
-              if split != "validation" or has_validation(config)}
-    for split, count in counts.items():
-      if not count:
-        raise ConfigError(f"config key 'data.{split}_files': the {split} "
-                          "split is empty")
-    return counts
   return splits.check_splits(config, _row_counter(config), _count_all(config))
-
-
-def _tabular_files(config: ml_collections.ConfigDict, split: str
-                   ) -> list[str]:
-  """The files of ``split`` of tabular data (whole files: row ranges and a
-  validation fraction are refused for these formats by ``config.validate``)."""
-  if split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-  if split == "validation" and not has_validation(config):
-    raise DataError(splits.NO_VALIDATION)
-  pattern = config.data[f"{split}_files"]
-  if not pattern:
-    raise NoMatchingFilesError(f"config key 'data.{split}_files' is empty; "
-                               "give a file pattern")
-  return expand_patterns(pattern)
 
 
 def _packed_width(config: ml_collections.ConfigDict) -> int:
@@ -339,11 +319,20 @@ def _packed_width(config: ml_collections.ConfigDict) -> int:
 
 
 def _row_counter(config: ml_collections.ConfigDict) -> splits.RowCounter:
+  """How ``splits`` counts and numbers the rows of one file of ``config``:
+  the tabular readers' own (rows below a header start on line 2; Parquet
+  rows from the metadata), else by ``data.format``."""
+  if is_tabular(config.data):
+    return _tabular_reader(config.data.format).row_counter(
+        tabular_spec(config))
   return splits.file_format_counter(config.data.format, _packed_width(config))
 
 
 def _count_all(config: ml_collections.ConfigDict):
   """Counts a split that reads all of its files in one pass, as before."""
+  if is_tabular(config.data):
+    reader, spec = _tabular_reader(config.data.format), tabular_spec(config)
+    return lambda files: reader.count_rows(files, spec)
   fmt, width = config.data.format, _packed_width(config)
   return lambda files: readers.count_rows(files, fmt, width)
 

@@ -400,20 +400,9 @@ def make_dataset(files: Sequence[str], schema: features_lib.FeatureSchema,
   files = list(files)
   if file_format == "packed":
     packed_lib.check_packed_files(files, schema)
-  if selector is not None:
-    selector = selector.with_files(files)
-  line_shards = None
-  if num_shards > 1:
-    if len(files) >= num_shards:
-      files = files[shard_index::num_shards]
-      if selector is not None:
-        selector = selector.with_files(files)
-    else:
-      line_shards = (num_shards, shard_index)
-      if selector is not None:
-        selector = selector.with_shards(line_shards)
-  if selector is not None:
-    line_shards = selector  # the parsers' line filter: range, hash, shard
+  # The parsers' line filter: range, hash, line shard.
+  files, line_shards = pipeline.shard_files(files, num_shards, shard_index,
+                                            selector)
   if drop_remainder is None:
     drop_remainder = training
   row_seed = None if seed is None else seed + _ROW_SEED_OFFSET

@@ -17,6 +17,12 @@ csv reader hashes the field; null = missing, the empty string). Rows with a
 null or non-0/1 label, or a dense value outside float32, are bad rows
 (``label`` / ``dense_field``) and follow ``on_bad_row``, named
 ``file:row`` (rows numbered from 1 over the file).
+
+Row ranges and the validation split (``recsys_smelu.data.splits``) number
+the rows the same way, counted from the row-group metadata
+(``row_counter``): a ``pipeline.LineSelector`` keeps the selected rows of
+each record batch, and row groups wholly outside a file's range are not
+read.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from recsys_smelu.data import pipeline
+from recsys_smelu.data import splits
 from recsys_smelu.data import tabular
 from recsys_smelu.data.pipeline import BadRowCounter
 from recsys_smelu.data.pipeline import DataError
@@ -93,8 +100,8 @@ def _check_types(path: str, arrow_schema, spec: tabular.TabularSpec) -> None:
 
 def check_files(files: Sequence[str], spec: tabular.TabularSpec,
                 columns: Optional[Sequence[str]] = None
-                ) -> tuple[tuple[str, ...], list[tuple[str, int, int]]]:
-  """(the columns all files share, units (path, row group, first row)).
+                ) -> tuple[tuple[str, ...], list[tuple[str, int, int, int]]]:
+  """(the columns all files share, units (path, row group, first row, rows)).
 
   Checks each file's columns against the roles (``check_header``), their
   types, and that every file has the first one's columns (and ``columns``
@@ -110,8 +117,9 @@ def check_files(files: Sequence[str], spec: tabular.TabularSpec,
     row = 1
     metadata = parquet_file.metadata
     for group in range(metadata.num_row_groups):
-      units.append((path, group, row))
-      row += metadata.row_group(group).num_rows
+      num_rows = metadata.row_group(group).num_rows
+      units.append((path, group, row, num_rows))
+      row += num_rows
   return first[1], units
 
 
@@ -119,6 +127,26 @@ def count_rows(files: Sequence[str], spec: tabular.TabularSpec) -> int:
   """Rows of ``files`` from their metadata (bad rows included)."""
   del spec
   return sum(_open(path).metadata.num_rows for path in files)
+
+
+def row_counter(spec: tabular.TabularSpec) -> splits.RowCounter:
+  """How the split layer numbers a file's rows: from 1, as many as its
+  metadata says (``count_rows``)."""
+  return splits.RowCounter(lambda path: count_rows([path], spec))
+
+
+def _select_units(units, selector: Optional[pipeline.LineSelector]):
+  """The units holding a row of ``selector``'s line range of their file."""
+  if selector is None:
+    return units
+  ranges = dict(zip(selector.files, zip(selector.first, selector.end)))
+  kept = []
+  for unit in units:
+    path, _, first_row, num_rows = unit
+    first, end = ranges[path]
+    if first_row < end and first < first_row + num_rows:
+      kept.append(unit)
+  return kept
 
 
 def _categorical_text(column) -> np.ndarray:
@@ -176,10 +204,13 @@ def _unit_batches(spec: tabular.TabularSpec):
 
 def _raw_chunks(units, schema: tabular.TabularSchema, *, on_bad_row: str,
                 bad_rows: Optional[BadRowCounter], shuffle: bool,
-                seed: Optional[int], parallel: int) -> tf.data.Dataset:
+                seed: Optional[int], parallel: int,
+                selector: Optional[pipeline.LineSelector] = None
+                ) -> tf.data.Dataset:
   """(raw dict, keep [n], dependency) chunks of ``units``: raw values as
   ``tabular``'s parser gives them (label float32, dense float32 NaN =
-  missing, categorical strings), bad rows by ``on_bad_row``."""
+  missing, categorical strings), bad rows by ``on_bad_row``; only the rows
+  ``selector`` selects are kept (and checked)."""
   spec = schema.spec
   num_dense = len(spec.dense_columns)
   signature = (tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.float64),
@@ -212,6 +243,8 @@ def _raw_chunks(units, schema: tabular.TabularSchema, *, on_bad_row: str,
     present = ~tf.math.is_nan(dense)
     dense_ok = ~present | (tf.abs(dense) <= _FLOAT32_MAX)
     ok = label_ok & tf.reduce_all(dense_ok, axis=1)
+    mine = (tf.ones_like(ok) if selector is None
+            else selector.mask(path, rows))
 
     def describe_bad(indices):
       label_bad = ~tf.gather(label_ok, indices)
@@ -243,7 +276,7 @@ def _raw_chunks(units, schema: tabular.TabularSchema, *, on_bad_row: str,
                    tf.strings.join([tf.gather(dense_names, first_bad), "=",
                                     bad_value])), "column")
 
-    dependency = checker(~ok, describe_bad)
+    dependency = checker(mine & ~ok, describe_bad)
     raw = {spec.label_column: tf.cast(tf.where(label_ok, label, 0.0),
                                       tf.float32)}
     dense32 = tf.cast(tf.where(dense_ok, dense, 0.0), tf.float32)
@@ -251,7 +284,7 @@ def _raw_chunks(units, schema: tabular.TabularSchema, *, on_bad_row: str,
       raw[name] = dense32[:, i]
     for name, values in zip(spec.categorical_columns, categorical):
       raw[name] = values
-    return raw, ok, dependency
+    return raw, mine & ok, dependency
 
   return dataset.map(check, num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=True)
@@ -270,17 +303,23 @@ def _shard(units, num_shards: int, shard_index: int):
 
 def raw_dataset(files: Sequence[str], schema: tabular.TabularSchema, *,
                 on_bad_row: str = "error",
-                bad_rows: Optional[BadRowCounter] = None) -> tf.data.Dataset:
+                bad_rows: Optional[BadRowCounter] = None,
+                selector: Optional[pipeline.LineSelector] = None
+                ) -> tf.data.Dataset:
   """Chunks of raw valid rows in file and row order (as
-  ``tabular.raw_dataset``)."""
+  ``tabular.raw_dataset``; only the rows ``selector`` selects when given)."""
   _, units = check_files(list(files), schema.spec, schema.columns)
+  if selector is not None:
+    selector = selector.with_files(list(files))
+  units = _select_units(units, selector)
 
   def valid(raw, keep, dependency):
     with tf.control_dependencies([dependency]):
       return {k: tf.boolean_mask(v, keep) for k, v in raw.items()}
 
   return _raw_chunks(units, schema, on_bad_row=on_bad_row, bad_rows=bad_rows,
-                     shuffle=False, seed=None, parallel=1).map(valid)
+                     shuffle=False, seed=None, parallel=1,
+                     selector=selector).map(valid)
 
 
 def packed_chunks(files: Sequence[str], schema: tabular.TabularSchema, *,
@@ -288,33 +327,40 @@ def packed_chunks(files: Sequence[str], schema: tabular.TabularSchema, *,
                   bad_rows: Optional[BadRowCounter] = None,
                   num_shards: int = 1, shard_index: int = 0,
                   shuffle_files: bool = False, seed: Optional[int] = None,
-                  parallel_files: int = 1) -> tf.data.Dataset:
+                  parallel_files: int = 1,
+                  selector: Optional[pipeline.LineSelector] = None
+                  ) -> tf.data.Dataset:
   """Packed rows int32 [k, packed_width] of the valid rows of ``files``
-  (row groups ``shard_index::num_shards``)."""
+  (of the row groups holding ``selector``'s rows, when given, those
+  ``shard_index::num_shards``)."""
   _, units = check_files(list(files), schema.spec, schema.columns)
-  units = _shard(units, num_shards, shard_index)
+  if selector is not None:
+    selector = selector.with_files(list(files))
+  units = _shard(_select_units(units, selector), num_shards, shard_index)
 
   def pack(raw, keep, dependency):
     return tabular.pack_raw_rows(raw, keep, dependency, schema)
 
   return _raw_chunks(units, schema, on_bad_row=on_bad_row, bad_rows=bad_rows,
                      shuffle=shuffle_files, seed=seed,
-                     parallel=parallel_files).map(
+                     parallel=parallel_files, selector=selector).map(
                          pack, num_parallel_calls=tf.data.AUTOTUNE,
                          deterministic=True)
 
 
 def build_schema(files: Sequence[str], spec: tabular.TabularSpec, *,
                  on_bad_row: str = "error",
-                 bad_rows: Optional[BadRowCounter] = None
+                 bad_rows: Optional[BadRowCounter] = None,
+                 selector: Optional[pipeline.LineSelector] = None
                  ) -> tabular.TabularSchema:
   """The schema of the training Parquet ``files`` (``tabular.build_schema``'s
-  vocabularies and statistics, from a streamed pass)."""
+  vocabularies and statistics, from a streamed pass over the rows
+  ``selector`` selects, all when None)."""
   columns, _ = check_files(list(files), spec)
   return tabular.schema_from_raw_chunks(
       spec, columns, len(files),
       lambda reading: raw_dataset(files, reading, on_bad_row=on_bad_row,
-                                  bad_rows=bad_rows))
+                                  bad_rows=bad_rows, selector=selector))
 
 
 def make_dataset(files: Sequence[str], schema: tabular.TabularSchema,
@@ -324,10 +370,13 @@ def make_dataset(files: Sequence[str], schema: tabular.TabularSchema,
                  cycle_length: int = 8, on_bad_row: str = "error",
                  bad_rows: Optional[BadRowCounter] = None,
                  num_shards: int = 1, shard_index: int = 0,
-                 drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
+                 drop_remainder: Optional[bool] = None,
+                 selector: Optional[pipeline.LineSelector] = None
+                 ) -> tf.data.Dataset:
   """Batches ``(features, label)`` of Parquet ``files`` (``tabular.
   make_dataset``'s rules, with row groups as the units of sharding and of
-  file-order shuffling)."""
+  file-order shuffling; ``selector``: only these rows, ``row_counter``'s
+  numbering)."""
   if shuffle and not training:
     raise DataError("evaluation data is never shuffled (shuffle=True with "
                     "training=False)")
@@ -336,7 +385,8 @@ def make_dataset(files: Sequence[str], schema: tabular.TabularSchema,
   chunks = packed_chunks(
       files, schema, on_bad_row=on_bad_row, bad_rows=bad_rows,
       num_shards=num_shards, shard_index=shard_index, shuffle_files=shuffle,
-      seed=seed, parallel_files=cycle_length if training else 1)
+      seed=seed, parallel_files=cycle_length if training else 1,
+      selector=selector)
   return tabular.batch_packed_chunks(
       chunks, schema, batch_size, shuffle=shuffle,
       shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat,
@@ -345,4 +395,4 @@ def make_dataset(files: Sequence[str], schema: tabular.TabularSchema,
 
 
 __all__ = ["build_schema", "check_files", "count_rows", "make_dataset",
-           "packed_chunks", "raw_dataset", "read_columns"]
+           "packed_chunks", "raw_dataset", "read_columns", "row_counter"]

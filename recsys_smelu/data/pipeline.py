@@ -357,6 +357,29 @@ def line_mask(filename, line_numbers, line_filter):
   return shard_mask(line_numbers, line_filter)
 
 
+def shard_files(files, num_shards: int, shard_index: int,
+                selector: Optional[LineSelector] = None):
+  """(this shard's files, the parsers' line filter) of ``files``: by files
+  (file i to shard ``i % num_shards``) when there are at least
+  ``num_shards``, else every file's line l to shard ``(l - 1) %
+  num_shards``; the filter is ``selector`` (restricted to the shard's files
+  and lines) when given, else the line shard or None."""
+  files = list(files)
+  if selector is not None:
+    selector = selector.with_files(files)
+  line_shards = None
+  if num_shards > 1:
+    if len(files) >= num_shards:
+      files = files[shard_index::num_shards]
+      if selector is not None:
+        selector = selector.with_files(files)
+    else:
+      line_shards = (num_shards, shard_index)
+      if selector is not None:
+        selector = selector.with_shards(line_shards)
+  return files, (line_shards if selector is None else selector)
+
+
 def keep_rows(rows, keep):
   """Rows where ``keep`` (the tensor itself when all are kept)."""
   return tf.cond(tf.reduce_all(keep), lambda: rows,

@@ -1,5 +1,8 @@
 """Readers: Criteo-format files as numbered chunks of lines, records or rows.
 
+(``read_text`` serves parsers that take either lines or one text of many:
+plain files as blocks of complete lines, without a string per line.)
+
 ``read_chunks(file_format)`` maps ``(filename, size)`` to a dataset of
 ``(filename, first line/record/row number, chunk)``, numbers from 1:
 
@@ -70,6 +73,14 @@ def _file_blocks(filename, size, block_bytes: int) -> tf.data.Dataset:
   return blocks.concatenate(last_block)
 
 
+def _blocks_then_end(filename, size) -> tf.data.Dataset:
+  """(block of ``BLOCK_BYTES``, False) of a file, then ("", True): the
+  pieces the text readers carry a cut line over."""
+  pieces = _file_blocks(filename, size, BLOCK_BYTES).map(lambda b: (b, False))
+  return pieces.concatenate(tf.data.Dataset.from_tensors(
+      (tf.constant(""), True)))
+
+
 def _plain_text_chunks(filename, size):
   """Lines of an uncompressed text file, read in blocks of ``BLOCK_BYTES``.
 
@@ -78,9 +89,7 @@ def _plain_text_chunks(filename, size):
   block boundary is carried over (``scan``); the last line needs no newline;
   ``\r\n`` endings lose the ``\r`` as with ``TextLineDataset``.
   """
-  pieces = _file_blocks(filename, size, BLOCK_BYTES).map(lambda b: (b, False))
-  pieces = pieces.concatenate(tf.data.Dataset.from_tensors(
-      (tf.constant(""), True)))
+  pieces = _blocks_then_end(filename, size)
 
   def split_lines(state, piece):
     carry, next_line = state
@@ -101,6 +110,58 @@ def _plain_text_chunks(filename, size):
 
   initial = (tf.constant(""), tf.constant(1, tf.int64))
   return pieces.scan(initial, split_lines)
+
+
+def _plain_text_blocks(filename, size, split_complete_lines):
+  """(first line number, number of lines, text) of an uncompressed text file:
+  its complete lines in blocks of about ``BLOCK_BYTES``, one scalar string
+  each (no string per line), the last line with or without its newline.
+  ``split_complete_lines(text)`` -> (text to its last newline, the rest,
+  newlines in the first) (``native.split_complete_lines``)."""
+  pieces = _blocks_then_end(filename, size)
+
+  def split(state, piece):
+    carry, next_line = state
+    block, is_last = piece
+    text = tf.strings.join([carry, block])
+    complete, rest, count = split_complete_lines(text)
+    # The last piece is the carry alone: one more line when not empty.
+    complete, rest, count = tf.cond(
+        is_last,
+        lambda: (text, tf.constant(""),
+                 count + tf.cast(tf.strings.length(rest) > 0, tf.int64)),
+        lambda: (complete, rest, count))
+    return (rest, next_line + count), (next_line, count, complete)
+
+  initial = (tf.constant(""), tf.constant(1, tf.int64))
+  return pieces.scan(initial, split).filter(
+      lambda first, count, text: count > 0)
+
+
+def read_text(split_complete_lines):
+  """(filename, size) -> dataset of (filename, first line number, lines [k],
+  text), numbers from 1, for parsers that take either: gzip files as
+  ``CHUNK_ROWS`` lines (text ""), plain files as blocks of complete lines in
+  one string (``_plain_text_blocks``; lines empty)."""
+
+  def read(filename, size):
+    is_gzip = tf.strings.regex_full_match(filename, r".*\.gz")
+    no_lines = tf.zeros([0], tf.string)
+    lines = tf.data.TextLineDataset(filename, compression_type="GZIP",
+                                    buffer_size=READ_BUFFER_BYTES)
+    gzip_chunks = tf.data.Dataset.zip((
+        tf.data.Dataset.range(1, 2**62, CHUNK_ROWS),
+        lines.batch(CHUNK_ROWS))).map(
+            lambda first, chunk: (first, chunk, tf.constant("")))
+    plain_chunks = _plain_text_blocks(
+        filename, tf.maximum(size, 0), split_complete_lines).map(
+            lambda first, count, text: (first, no_lines, text))
+    everything, nothing = tf.constant(-1, tf.int64), tf.constant(0, tf.int64)
+    chunks = gzip_chunks.take(tf.where(is_gzip, everything, nothing)).concatenate(
+        plain_chunks.take(tf.where(is_gzip, nothing, everything)))
+    return chunks.map(lambda first, chunk, text: (filename, first, chunk, text))
+
+  return read
 
 
 def _packed_file_chunks(filename, size, width: int):

@@ -18,7 +18,11 @@ tf.data as ``(features, label)`` batches exactly like the Criteo pipeline
 (``dense_features`` float32 [b, num_dense], ``sparse_features`` {name: int32
 [b]}): lines in chunks (``readers``), validated and decoded by whole-chunk
 ops, packed (``packed``), shuffled by ``pipeline.shuffle_chunks``, sharded by
-files or lines.
+files or lines. The decoding is one native op per chunk when
+``recsys_smelu.native`` builds (``DecodeDelimitedText``: check, split,
+numbers and hashes in one pass per line, plain files read as blocks of lines
+without a string per line), else stock ops; both keep the same rows with
+the same values and report the same bad rows (tests compare them).
 
 Fields follow RFC 4180: a field is either unquoted (no ``"`` and no
 delimiter) or enclosed in ``"``, with a ``"`` inside written ``""``. A quoted
@@ -55,10 +59,12 @@ from typing import Iterable, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from recsys_smelu import native
 from recsys_smelu.data import features as features_lib
 from recsys_smelu.data import packed as packed_lib
 from recsys_smelu.data import pipeline
 from recsys_smelu.data import readers
+from recsys_smelu.data import splits
 from recsys_smelu.data.pipeline import BadRowCounter
 from recsys_smelu.data.pipeline import DataError
 
@@ -665,12 +671,15 @@ def _schema(spec: TabularSpec, columns, vocabularies: Mapping[str, tuple],
 
 def build_schema(files: Sequence[str], spec: TabularSpec, *,
                  on_bad_row: str = "error",
-                 bad_rows: Optional[BadRowCounter] = None) -> TabularSchema:
+                 bad_rows: Optional[BadRowCounter] = None,
+                 selector: Optional[pipeline.LineSelector] = None
+                 ) -> TabularSchema:
   """The schema of the training ``files`` under ``spec``.
 
   Checks the headers (``check_headers``), reads the vocabulary files, and
   when vocabularies are built (``spec.vocabulary_columns``) or dense values
-  standardized, makes one streamed pass over the files (bad rows by
+  standardized, makes one streamed pass over the files (only the lines
+  ``selector`` selects, the train split's, when given; bad rows by
   ``on_bad_row``):
 
   * vocabulary: the values seen at least ``spec.vocab_min_count`` times
@@ -686,7 +695,7 @@ def build_schema(files: Sequence[str], spec: TabularSpec, *,
   return schema_from_raw_chunks(
       spec, columns, len(files),
       lambda reading: raw_dataset(files, reading, on_bad_row=on_bad_row,
-                                  bad_rows=bad_rows))
+                                  bad_rows=bad_rows, selector=selector))
 
 
 class ExactMoments:
@@ -809,140 +818,282 @@ _REASON = {name: pipeline.BAD_ROW_REASONS.index(name)
            for name in ("column_count", "label", "dense_field", "quote")}
 
 
+class _Layout:
+  """Where a schema's columns are in a line, and the constants its parsers
+  share."""
+
+  def __init__(self, schema: TabularSchema):
+    spec = schema.spec
+    columns = list(schema.columns)
+    self.spec = spec
+    self.num_columns = len(columns)
+    self.delimiter = spec.delimiter
+    self.row_regex, self.fields_regex, self.quoted_regex = _regexes(
+        spec.delimiter, self.num_columns)
+    self.used = sorted(columns.index(n) for n in
+                       (spec.label_column,) + spec.dense_columns
+                       + spec.categorical_columns)
+    self.slot = {columns[c]: i for i, c in enumerate(self.used)}
+    self.index = {name: i for i, name in enumerate(columns)}
+    self.placeholder = spec.delimiter * (self.num_columns - 1)
+
+
+def _decode_lines(lines, layout: _Layout) -> dict:
+  """Stock-op decoding of lines [n]: one RE2 match per line for its
+  structure (column count, RFC 4180 quotes), so ``decode_csv`` cannot fail,
+  then label and dense values by whole-column ops.
+
+  Returns {"raw": the label float32, dense columns float32 (NaN = missing),
+  categorical strings, a bad line as empty fields; "ok": bool [n]; and what
+  ``_describe_bad`` needs}.
+  """
+  spec = layout.spec
+  structure_ok = tf.strings.regex_full_match(lines, layout.row_regex)
+  safe = tf.where(structure_ok, lines, layout.placeholder)
+  fields = tf.io.decode_csv(safe, [[""]] * len(layout.used),
+                            field_delim=layout.delimiter, use_quote_delim=True,
+                            select_cols=layout.used)
+  slot = layout.slot
+  label_text = fields[slot[spec.label_column]]
+  label_ok = tf.logical_or(tf.equal(label_text, "0"),
+                           tf.equal(label_text, "1"))
+  raw = {spec.label_column: tf.cast(tf.equal(label_text, "1"), tf.float32)}
+  ok = structure_ok & label_ok
+  decoded = {"structure_ok": structure_ok, "label_ok": label_ok,
+             "label_text": label_text}
+  if spec.dense_columns:
+    dense_text = tf.stack([fields[slot[c]] for c in spec.dense_columns], 1)
+    empty = tf.equal(dense_text, "")
+    number_ok = tf.strings.regex_full_match(dense_text, NUMBER_REGEX)
+    values = tf.strings.to_number(
+        tf.where(number_ok, dense_text, "0"), tf.float64)
+    dense_ok = empty | (number_ok & (tf.abs(values) <= _FLOAT32_MAX))
+    values = tf.where(empty, tf.constant(float("nan"), tf.float64), values)
+    values = tf.cast(values, tf.float32)
+    for i, name in enumerate(spec.dense_columns):
+      raw[name] = values[:, i]
+    ok &= tf.reduce_all(dense_ok, axis=1)
+    decoded.update(dense_ok=dense_ok, dense_text=dense_text)
+  for name in spec.categorical_columns:
+    raw[name] = fields[slot[name]]
+  decoded.update(raw=raw, ok=ok)
+  return decoded
+
+
+def _describe_bad(filename, line_numbers, lines, decoded: dict,
+                  layout: _Layout):
+  """(reasons int32 [k], ``file:line: bad row ...`` messages [k]) of the bad
+  ``lines`` [k] (numbered ``line_numbers``), ``decoded`` by
+  ``_decode_lines(lines)``: the first of ``quote``, ``column_count``,
+  ``label``, ``dense_field`` that applies."""
+  spec = layout.spec
+  quote_ok = tf.strings.regex_full_match(lines, layout.fields_regex)
+  unquoted = tf.strings.regex_replace(lines, layout.quoted_regex, "")
+  counts = tf.strings.split(unquoted, layout.delimiter).row_lengths()
+  if spec.dense_columns:
+    bad_dense = ~decoded["dense_ok"]
+    first_bad = tf.argmax(tf.cast(bad_dense, tf.int32), axis=1,
+                          output_type=tf.int32)
+    dense_reason = tf.reduce_any(bad_dense, axis=1)
+    bad_value = tf.gather(decoded["dense_text"], first_bad, batch_dims=1)
+  else:
+    first_bad = tf.zeros_like(quote_ok, tf.int32)
+    dense_reason = tf.zeros_like(quote_ok, tf.bool)
+    bad_value = tf.fill(tf.shape(quote_ok), "")
+  dense_names = tf.constant(list(spec.dense_columns) or [""])
+  reasons = tf.where(
+      ~quote_ok, _REASON["quote"],
+      tf.where(~decoded["structure_ok"], _REASON["column_count"],
+               tf.where(~decoded["label_ok"], _REASON["label"],
+                        tf.where(dense_reason, _REASON["dense_field"],
+                                 _REASON["label"]))))
+  detail_of = {
+      "quote": tf.fill(tf.shape(quote_ok),
+                       'misplaced or unclosed " (RFC 4180: a quoted field '
+                       'is enclosed in " with inner " doubled, and '
+                       'cannot span lines)'),
+      "column_count": tf.strings.join([
+          tf.as_string(counts), f" columns, expected {layout.num_columns}"]),
+      "label": tf.strings.join([
+          f"label column {spec.label_column} is [", decoded["label_text"],
+          "], expected 0 or 1"]),
+      "dense_field": tf.strings.join([
+          "dense column ", tf.gather(dense_names, first_bad), " is [",
+          bad_value, "], expected a number within float32 or empty"]),
+  }
+  order = sorted(detail_of, key=_REASON.get)
+  details = tf.stack([detail_of[r] for r in order], axis=1)
+  position = tf.searchsorted(
+      tf.constant([_REASON[r] for r in order], tf.int32), reasons)
+  details = tf.gather(details, position, batch_dims=1)
+  return reasons, pipeline.describe_bad_rows(filename, line_numbers, reasons,
+                                             details, lines, "line")
+
+
+def _line_mask(filename, first_line, lines, line_shards, skip_header: bool):
+  """(line numbers [n], the lines of this shard [n]: never the header) of
+  ``lines`` [n]."""
+  n = tf.shape(lines, out_type=tf.int64)[0]
+  line_numbers = first_line + tf.range(n)
+  mine = pipeline.line_mask(filename, line_numbers, line_shards)
+  if skip_header:
+    mine &= line_numbers > 1
+  return line_numbers, mine
+
+
 def _chunk_parser(schema: TabularSchema, checker: pipeline.ChunkChecker,
                   line_shards):
   """parse(filename, first line number, lines [n]) -> (raw, keep [n],
-  dependency).
+  dependency), by stock ops (``_decode_lines``).
 
   ``raw``: every line decoded (a bad line as empty fields): the label
   float32, dense columns float32 (NaN = missing), categorical strings;
   ``keep``: the valid lines of this shard (the header line never);
   ``dependency``: the bad-row handling (``checker``) of this shard's bad
-  lines. A line is checked by one RE2 match for its structure (column count,
-  RFC 4180 quotes), so ``decode_csv`` cannot fail, then label and dense values
-  by whole-column ops.
+  lines.
   """
-  spec = schema.spec
-  columns = list(schema.columns)
-  num_columns = len(columns)
-  delimiter = spec.delimiter
-  row_regex, fields_regex, quoted_regex = _regexes(delimiter, num_columns)
-  used = sorted(columns.index(n) for n in
-                (spec.label_column,) + spec.dense_columns
-                + spec.categorical_columns)
-  slot = {columns[c]: i for i, c in enumerate(used)}
-  placeholder = delimiter * (num_columns - 1)
-  dense_names = tf.constant(list(spec.dense_columns) or [""])
-  skip_header = spec.header
+  layout = _Layout(schema)
 
   def parse(filename, first_line, lines):
-    n = tf.shape(lines, out_type=tf.int64)[0]
-    line_numbers = first_line + tf.range(n)
-    mine = pipeline.line_mask(filename, line_numbers, line_shards)
-    if skip_header:
-      mine &= line_numbers > 1
-    structure_ok = tf.strings.regex_full_match(lines, row_regex)
-    safe = tf.where(structure_ok, lines, placeholder)
-    fields = tf.io.decode_csv(safe, [[""]] * len(used), field_delim=delimiter,
-                              use_quote_delim=True, select_cols=used)
-    label_text = fields[slot[spec.label_column]]
-    label_ok = tf.logical_or(tf.equal(label_text, "0"),
-                             tf.equal(label_text, "1"))
-    raw = {spec.label_column: tf.cast(tf.equal(label_text, "1"), tf.float32)}
-    ok = structure_ok & label_ok
-    if spec.dense_columns:
-      dense_text = tf.stack([fields[slot[c]] for c in spec.dense_columns], 1)
-      empty = tf.equal(dense_text, "")
-      number_ok = tf.strings.regex_full_match(dense_text, NUMBER_REGEX)
-      values = tf.strings.to_number(
-          tf.where(number_ok, dense_text, "0"), tf.float64)
-      dense_ok = empty | (number_ok & (tf.abs(values) <= _FLOAT32_MAX))
-      values = tf.where(empty, tf.constant(float("nan"), tf.float64), values)
-      values = tf.cast(values, tf.float32)
-      for i, name in enumerate(spec.dense_columns):
-        raw[name] = values[:, i]
-      ok &= tf.reduce_all(dense_ok, axis=1)
-    for name in spec.categorical_columns:
-      raw[name] = fields[slot[name]]
+    line_numbers, mine = _line_mask(filename, first_line, lines, line_shards,
+                                    schema.spec.header)
+    decoded = _decode_lines(lines, layout)
+    ok = decoded["ok"]
 
     def describe_bad(indices):
-      bad_lines = tf.gather(lines, indices)
-      quote_ok = tf.strings.regex_full_match(bad_lines, fields_regex)
-      unquoted = tf.strings.regex_replace(bad_lines, quoted_regex, "")
-      counts = tf.strings.split(unquoted, delimiter).row_lengths()
-      if spec.dense_columns:
-        bad_dense = ~tf.gather(dense_ok, indices)
-        first_bad = tf.argmax(tf.cast(bad_dense, tf.int32), axis=1,
-                              output_type=tf.int32)
-        dense_reason = tf.reduce_any(bad_dense, axis=1)
-        bad_value = tf.gather(tf.gather(dense_text, indices), first_bad,
-                              batch_dims=1)
-      else:
-        first_bad = tf.zeros_like(indices, tf.int32)
-        dense_reason = tf.zeros_like(indices, tf.bool)
-        bad_value = tf.fill(tf.shape(indices), "")
-      structure = tf.gather(structure_ok, indices)
-      reasons = tf.where(
-          ~quote_ok, _REASON["quote"],
-          tf.where(~structure, _REASON["column_count"],
-                   tf.where(~tf.gather(label_ok, indices), _REASON["label"],
-                            tf.where(dense_reason, _REASON["dense_field"],
-                                     _REASON["label"]))))
-      label_value = tf.gather(label_text, indices)
-      detail_of = {
-          "quote": tf.fill(tf.shape(indices),
-                           'misplaced or unclosed " (RFC 4180: a quoted field '
-                           'is enclosed in " with inner " doubled, and '
-                           'cannot span lines)'),
-          "column_count": tf.strings.join([
-              tf.as_string(counts), f" columns, expected {num_columns}"]),
-          "label": tf.strings.join([
-              f"label column {spec.label_column} is [", label_value,
-              "], expected 0 or 1"]),
-          "dense_field": tf.strings.join([
-              "dense column ", tf.gather(dense_names, first_bad), " is [",
-              bad_value, "], expected a number within float32 or empty"]),
-      }
-      order = sorted(detail_of, key=_REASON.get)
-      details = tf.stack([detail_of[r] for r in order], axis=1)
-      position = tf.searchsorted(
-          tf.constant([_REASON[r] for r in order], tf.int32), reasons)
-      details = tf.gather(details, position, batch_dims=1)
-      return reasons, pipeline.describe_bad_rows(
-          filename, tf.gather(line_numbers, indices), reasons, details,
-          bad_lines, "line")
+      subset = {k: tf.gather(v, indices) for k, v in decoded.items()
+                if k not in ("raw", "ok")}
+      return _describe_bad(filename, tf.gather(line_numbers, indices),
+                           tf.gather(lines, indices), subset, layout)
 
     dependency = checker(mine & ~ok, describe_bad)
-    return raw, mine & ok, dependency
+    return decoded["raw"], mine & ok, dependency
 
   return parse
 
 
-def _line_chunks(files: Sequence[str], *, shuffle_files: bool,
-                 seed: Optional[int], parallel_files: int) -> tf.data.Dataset:
-  """(filename, first line number, lines) of ``files`` (plain or gzip)."""
+def _native_packed_parser(schema: TabularSchema, checker: pipeline.ChunkChecker,
+                          line_shards, ops):
+  """parse(filename, first line number, lines [k], text) -> packed rows of
+  the valid lines of this shard, as ``pack_raw_rows(*_chunk_parser(...)(...))``
+  gives them for the same lines (a test checks it).
+
+  The lines are ``lines`` (gzip files) or those of ``text`` (plain files,
+  ``readers.read_text``). One native op per chunk checks, splits, parses the
+  numbers and hashes the categorical fields in one pass per line
+  (``native.decode_delimited_rows`` / ``decode_delimited_text``); stock ops
+  do the dense transform, vocabularies and packing. The few bad lines are
+  decoded again by the stock ops to describe them, so reasons and messages
+  are the stock path's."""
+  layout = _Layout(schema)
+  spec, features = schema.spec, schema.features
+  columns = dict(
+      delimiter=spec.delimiter, num_columns=layout.num_columns,
+      label_column=layout.index[spec.label_column],
+      dense_columns=[layout.index[n] for n in spec.dense_columns],
+      categorical_columns=[layout.index[n] for n in spec.categorical_columns],
+      moduli=[features_lib.hash_modulus(f) for f in features.categorical])
+  all_hashed = all(f.vocabulary is None for f in features.categorical)
+
+  def parse(filename, first_line, lines, text):
+    has_lines = tf.size(lines) > 0
+    label, dense, hashes, valid = tf.cond(
+        has_lines,
+        lambda: native.decode_delimited_rows(ops, lines, **columns),
+        lambda: native.decode_delimited_text(ops, text, **columns))
+    n = tf.shape(valid, out_type=tf.int64)[0]
+    line_numbers, mine = _line_mask(filename, first_line, tf.range(n),
+                                    line_shards, spec.header)
+
+    def describe_bad(indices):
+      every_line = tf.cond(
+          has_lines, lambda: lines,
+          lambda: tf.strings.regex_replace(
+              tf.strings.split(text, "\n")[:n], "\r$", ""))
+      bad_lines = tf.gather(every_line, indices)
+      decoded = _decode_lines(bad_lines, layout)
+      return _describe_bad(filename, tf.gather(line_numbers, indices),
+                           bad_lines, decoded, layout)
+
+    dependency = checker(mine & ~valid, describe_bad)
+    ids = None
+    if features.categorical and all_hashed:
+      ids = tf.cast(hashes, tf.int32)
+    elif features.categorical:
+      ids = tf.stack([features_lib.ids_from_hashes(hashes[:, k], feature)
+                      for k, feature in enumerate(features.categorical)],
+                     axis=1)
+    rows = packed_lib.pack_columns(label, transform_dense(dense, schema), ids)
+    with tf.control_dependencies([dependency]):
+      return pipeline.keep_rows(rows, mine & valid)
+
+  return parse
+
+
+def _file_chunks(files: Sequence[str], read, *, shuffle_files: bool,
+                 seed: Optional[int], parallel_files: int,
+                 skip=None) -> tf.data.Dataset:
+  """``read(filename, size)``'s datasets of ``files``, interleaved
+  ``parallel_files`` at a time, in a shuffled file order when asked;
+  ``skip(filename, chunks)``, when given, drops chunks outside a line
+  range."""
   sizes = [readers.file_size(path, "tsv") for path in files]
   dataset = tf.data.Dataset.from_tensor_slices(
       (tf.constant(list(files), tf.string), tf.constant(sizes, tf.int64)))
   if shuffle_files and len(files) > 1:
     dataset = dataset.shuffle(len(files), seed=seed,
                               reshuffle_each_iteration=True)
+  if skip is not None:
+    read_all = read
+    read = lambda f, size: skip(f, read_all(f, size))  # pylint: disable=g-long-lambda
   return dataset.interleave(
-      readers.read_chunks("tsv"), cycle_length=parallel_files, block_length=1,
+      read, cycle_length=parallel_files, block_length=1,
       **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
          if parallel_files > 1 else {}))
 
 
+def _line_chunks(files: Sequence[str], line_filter=None,
+                 **kwargs) -> tf.data.Dataset:
+  """(filename, first line number, lines) of ``files`` (plain or gzip);
+  with a ``pipeline.LineSelector`` as ``line_filter``, without the chunks
+  wholly outside a file's line range."""
+  skip = (line_filter.skip_outside
+          if isinstance(line_filter, pipeline.LineSelector) else None)
+  return _file_chunks(files, readers.read_chunks("tsv"), skip=skip, **kwargs)
+
+
+def _text_chunks(files: Sequence[str], ops, line_filter=None,
+                 **kwargs) -> tf.data.Dataset:
+  """(filename, first line number, lines, text) of ``files``
+  (``readers.read_text``), for ``_native_packed_parser``; with a
+  ``pipeline.LineSelector`` as ``line_filter``, stopping after a file's
+  line range (a plain file's chunk is text whose line count is known only
+  once split, so chunks before the range are read and masked)."""
+  skip = None
+  if isinstance(line_filter, pipeline.LineSelector):
+    def skip(filename, chunks):
+      _, end = line_filter.line_range(filename)
+      return chunks.take_while(lambda _, start, *rest: start < end)
+  return _file_chunks(files, readers.read_text(
+      lambda text: native.split_complete_lines(ops, text)), skip=skip,
+      **kwargs)
+
+
 def raw_dataset(files: Sequence[str], schema: TabularSchema, *,
                 on_bad_row: str = "error",
-                bad_rows: Optional[BadRowCounter] = None) -> tf.data.Dataset:
+                bad_rows: Optional[BadRowCounter] = None,
+                selector: Optional[pipeline.LineSelector] = None
+                ) -> tf.data.Dataset:
   """Chunks of raw valid rows of ``files`` in file and line order: dicts
   {label float32, dense float32 (NaN = missing), categorical strings} of [k]
-  tensors (for statistics, vocabularies and converting)."""
+  tensors (for statistics, vocabularies and converting); only the lines
+  ``selector`` selects when given (``recsys_smelu.data.splits``)."""
   files = list(files)
   check_headers(files, schema.spec, schema.columns)
+  if selector is not None:
+    selector = selector.with_files(files)
   parse = _chunk_parser(schema, pipeline.ChunkChecker(on_bad_row, bad_rows),
-                        None)
+                        selector)
 
   def valid(filename, first, lines):
     raw, keep, dependency = parse(filename, first, lines)
@@ -952,7 +1103,7 @@ def raw_dataset(files: Sequence[str], schema: TabularSchema, *,
           lambda: {k: tf.boolean_mask(v, keep) for k, v in raw.items()})
 
   return _line_chunks(files, shuffle_files=False, seed=None,
-                      parallel_files=1).map(
+                      parallel_files=1, line_filter=selector).map(
                           valid, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=True).prefetch(tf.data.AUTOTUNE)
 
@@ -977,19 +1128,33 @@ def packed_chunks(files: Sequence[str], schema: TabularSchema, *,
                   bad_rows: Optional[BadRowCounter] = None,
                   line_shards=None, shuffle_files: bool = False,
                   seed: Optional[int] = None,
-                  parallel_files: int = 1) -> tf.data.Dataset:
+                  parallel_files: int = 1,
+                  native_decoder: Optional[bool] = None) -> tf.data.Dataset:
   """Packed rows int32 [k, packed_width] (``packed.pack_columns``: label,
-  transformed dense, bucket ids) of the valid lines of ``files``."""
-  parse = _chunk_parser(schema, pipeline.ChunkChecker(on_bad_row, bad_rows),
-                        line_shards)
+  transformed dense, bucket ids) of the valid lines of ``files``.
 
-  def pack(filename, first, lines):
-    return pack_raw_rows(*parse(filename, first, lines), schema)
+  Lines are decoded by the native op when ``native.load(native_decoder)``
+  gives it (None: as ``RECSYS_SMELU_NATIVE_OPS`` says), else by stock ops;
+  both give the same rows and bad rows.
+  """
+  checker = pipeline.ChunkChecker(on_bad_row, bad_rows)
+  ops = native.load(native_decoder)
+  if ops is not None:
+    chunks = _text_chunks(files, ops, line_filter=line_shards,
+                          shuffle_files=shuffle_files, seed=seed,
+                          parallel_files=parallel_files)
+    pack = _native_packed_parser(schema, checker, line_shards, ops)
+  else:
+    chunks = _line_chunks(files, line_filter=line_shards,
+                          shuffle_files=shuffle_files, seed=seed,
+                          parallel_files=parallel_files)
+    parse = _chunk_parser(schema, checker, line_shards)
 
-  return _line_chunks(files, shuffle_files=shuffle_files, seed=seed,
-                      parallel_files=parallel_files).map(
-                          pack, num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=True)
+    def pack(filename, first, lines):
+      return pack_raw_rows(*parse(filename, first, lines), schema)
+
+  return chunks.map(pack, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
 
 
 def count_rows(files: Sequence[str], spec: TabularSpec) -> int:
@@ -1000,6 +1165,17 @@ def count_rows(files: Sequence[str], spec: TabularSpec) -> int:
   return lines - (len(files) if spec.header else 0)
 
 
+def row_counter(spec: TabularSpec) -> splits.RowCounter:
+  """How the split layer (``recsys_smelu.data.splits``) numbers the rows
+  of one file: its lines less the header, the first row on line 2 below a
+  header (the line numbers of bad-row errors and of the 'hash' validation
+  fingerprint are the file's own)."""
+  header = 1 if spec.header else 0
+  return splits.RowCounter(
+      lambda path: max(readers.count_file_rows(path, "tsv") - header, 0),
+      first_line=1 + header)
+
+
 def make_dataset(files: Sequence[str], schema: TabularSchema,
                  batch_size: int, *, training: bool = True,
                  shuffle: bool = True, shuffle_buffer: int = 10_000,
@@ -1008,10 +1184,13 @@ def make_dataset(files: Sequence[str], schema: TabularSchema,
                  bad_rows: Optional[BadRowCounter] = None,
                  num_shards: int = 1, shard_index: int = 0,
                  input_context: Optional[tf.distribute.InputContext] = None,
-                 drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
+                 drop_remainder: Optional[bool] = None,
+                 selector: Optional[pipeline.LineSelector] = None,
+                 native_decoder: Optional[bool] = None) -> tf.data.Dataset:
   """Batches ``(features, label)`` of tabular ``files``, as the Criteo
   pipeline makes them (``criteo.make_dataset``'s reading, shuffling and
-  sharding rules).
+  sharding rules, ``selector`` included: a row range or validation split
+  of ``recsys_smelu.data.splits``, counted by ``row_counter``).
 
   * ``training``: files interleaved ``cycle_length`` at a time; else read
     one after the other in line order. ``shuffle`` (needs ``training``):
@@ -1024,6 +1203,8 @@ def make_dataset(files: Sequence[str], schema: TabularSchema,
     least ``num_shards``, else line l of every file to shard
     ``(l - 1) % num_shards``.
   * Every file's header must equal ``schema.columns``.
+  * ``native_decoder``: lines through the native op (``packed_chunks``);
+    None = as ``RECSYS_SMELU_NATIVE_OPS`` says.
   """
   if shuffle and not training:
     raise DataError("evaluation data is never shuffled (shuffle=True with "
@@ -1036,18 +1217,16 @@ def make_dataset(files: Sequence[str], schema: TabularSchema,
     raise DataError(f"batch_size must be > 0, got {batch_size}")
   files = list(files)
   check_headers(files, schema.spec, schema.columns)
-  line_shards = None
-  if num_shards > 1:
-    if len(files) >= num_shards:
-      files = files[shard_index::num_shards]
-    else:
-      line_shards = (num_shards, shard_index)
+  # The parser's line filter: range, hash, line shard.
+  files, line_shards = pipeline.shard_files(files, num_shards, shard_index,
+                                            selector)
   if drop_remainder is None:
     drop_remainder = training
   dataset = packed_chunks(
       files, schema, on_bad_row=on_bad_row, bad_rows=bad_rows,
       line_shards=line_shards, shuffle_files=shuffle, seed=seed,
-      parallel_files=min(cycle_length, len(files)) if training else 1)
+      parallel_files=min(cycle_length, len(files)) if training else 1,
+      native_decoder=native_decoder)
   return batch_packed_chunks(
       dataset, schema, batch_size, shuffle=shuffle,
       shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat,

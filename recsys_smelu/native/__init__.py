@@ -1,6 +1,6 @@
 """Native (C++) TensorFlow CPU ops, compiled on first use.
 
-Three hot spots of CPU training where stock ops cost several times the work
+Hot spots of CPU training where stock ops cost several times the work
 (measured in docs/benchmarks.md):
 
 * ``DecodeCriteoRows`` (``criteo_rows.cc``), input pipeline: the Criteo TSV
@@ -8,6 +8,11 @@ Three hot spots of CPU training where stock ops cost several times the work
   ``decode_csv``, hashing), each a pass over the data. The op checks, decodes
   and hashes a line in one pass, with exactly the same results (tests compare
   it with the stock ops).
+* ``DecodeDelimitedRows`` (``tabular_rows.cc``), input pipeline: the same for
+  CSV/TSV files with a header and named column roles (``data.tabular``): any
+  delimiter, RFC 4180 quotes, dense values that are empty, negative or
+  fractional, ignored columns; it keeps exactly the lines the stock ops keep,
+  with the same values and hashes (tests compare them).
 * ``EmbeddingAdagradUpdate`` (``embedding_adagrad.cc``), training: Keras
   Adagrad spends about a dozen ops per embedding table and step (unique,
   segment sum, two scatters, a gather, element-wise ops); the op updates all
@@ -67,7 +72,7 @@ from absl import logging
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_FILES = tuple(os.path.join(_HERE, name)
                      for name in ("criteo_rows.cc", "embedding_adagrad.cc",
-                                  "smelu.cc"))
+                                  "smelu.cc", "tabular_rows.cc"))
 ENV_SWITCH = "RECSYS_SMELU_NATIVE_OPS"
 _SWITCH_VALUES = ("auto", "1", "0")
 # -ffp-contract=off: no fused multiply-adds, so the float arithmetic is the
@@ -341,6 +346,44 @@ def decode_criteo_rows(module, lines, num_dense: int, moduli: Sequence[int]):
   """
   return module.decode_criteo_rows(lines, num_dense=num_dense,
                                    moduli=list(moduli))
+
+
+def decode_delimited_rows(module, lines, *, delimiter: str, num_columns: int,
+                          label_column: int, dense_columns: Sequence[int],
+                          categorical_columns: Sequence[int],
+                          moduli: Sequence[int]):
+  """Checks, splits and decodes delimited text lines in one pass
+  (``tabular_rows.cc``).
+
+  Columns are file positions: ``label_column``, ``dense_columns`` (output
+  order), ``categorical_columns`` (output order, hashed modulo ``moduli``);
+  the others are only checked. Returns ``(label float32 [n], dense float32
+  [n, len(dense_columns)] with NaN = missing, hashes int64 [n,
+  len(categorical_columns)], valid bool [n])``: hashes[:, k] =
+  ``tf.strings.to_hash_bucket_fast(field, moduli[k])`` of the unquoted field.
+  A line is valid exactly when ``data.tabular``'s stock ops keep it (RE2's
+  UTF-8, ``num_columns`` RFC 4180 fields, a 0/1 label, dense fields empty or
+  numbers within float32); invalid lines have zeros in their rows.
+  """
+  return tuple(module.decode_delimited_rows(
+      lines, delimiter=delimiter, num_columns=num_columns,
+      label_column=label_column, dense_columns=list(dense_columns),
+      categorical_columns=list(categorical_columns), moduli=list(moduli)))
+
+
+def decode_delimited_text(module, text, **kwargs):
+  """``decode_delimited_rows`` of the lines of ``text`` (a scalar: lines each
+  ended by ``\n``, the last one need not be; one ``\r`` before a line end is
+  dropped, as the plain-text reader does), without a string per line."""
+  kwargs = {k: list(v) if isinstance(v, (list, tuple)) else v
+            for k, v in kwargs.items()}
+  return tuple(module.decode_delimited_text(text, **kwargs))
+
+
+def split_complete_lines(module, text):
+  """(text up to and including its last ``\n``, the rest, the number of
+  ``\n`` in the first) of a scalar ``text``."""
+  return tuple(module.split_complete_lines(text))
 
 
 def building_xla_graph() -> bool:

@@ -10,6 +10,7 @@ pa = pytest.importorskip(
     "pyarrow", reason="pyarrow is not installed (pip install "
     "'recsys-smelu[parquet]')")
 import pandas as pd  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from recsys_smelu import config as config_lib  # pylint: disable=wrong-import-position
 from recsys_smelu import data as data_lib  # pylint: disable=wrong-import-position
@@ -48,10 +49,11 @@ def _configs(tmp_path, num_rows=450):
   return csv_config, parquet_config
 
 
-def _rows(config, split="eval", **kwargs):
+def _rows(config, split="eval", batch_size=64, **kwargs):
   schema = data_lib.build_schema(config)
   out = []
-  for batch, label in data_lib.build_dataset(config, split, 64, **kwargs):
+  for batch, label in data_lib.build_dataset(config, split, batch_size,
+                                             **kwargs):
     out.append(np.concatenate(
         [batch["dense_features"].numpy().view(np.int32)]
         + [batch["sparse_features"][n].numpy()[:, None]
@@ -131,3 +133,85 @@ def test_bad_labels_are_bad_rows_named_by_file_and_row(tmp_path):
   assert bad_rows.by_reason()["label"] == 2
   assert "bad.parquet:4: bad row (label: label column click is [null]" in (
       " ".join(bad_rows.examples))
+
+
+def test_row_ranges_and_validation_tail_are_the_csv_rows(tmp_path):
+  """Rows counted from the row-group metadata (groups of 100): a range
+  cutting row groups reads the same rows as the csv; row groups wholly
+  outside it are not read, and a bad row outside it is not the split's."""
+  csv_config, parquet_config = _configs(tmp_path)
+  ranges = {"data.train_rows": "130:420", "data.eval_rows": "420:",
+            "data.eval_files": "", "data.validation_fraction": 0.25}
+  csv_split = config_lib.override(csv_config, ranges)
+  parquet_split = config_lib.override(parquet_config, ranges)
+  # 290 train rows: the last ceil(0.25 * 290) = 73 are validation.
+  assert data_lib.check_splits(parquet_split) == {
+      "train": 217, "validation": 73, "eval": 30}
+  assert data_lib.check_splits(csv_split) == data_lib.check_splits(
+      parquet_split)
+  assert data_lib.tabular_schema(parquet_split).features == (
+      data_lib.tabular_schema(csv_split).features)
+  for split in ("validation", "eval"):
+    np.testing.assert_array_equal(_rows(parquet_split, split),
+                                  _rows(csv_split, split))
+  np.testing.assert_array_equal(
+      _rows(parquet_split, "train", shuffle=False),
+      _rows(csv_split, "train", shuffle=False))
+  from recsys_smelu.data import splits  # pylint: disable=g-import-not-at-top
+  selector = splits.split_rows(parquet_split, "validation", parquet.row_counter(
+      data_lib.tabular_spec(parquet_split))).selector
+  _, units = parquet.check_files([parquet_config.data.train_files],
+                                 data_lib.tabular_spec(parquet_split))
+  # Validation = rows 347..419 (lines 348..420): row groups 3 and 4.
+  assert [u[1] for u in parquet._select_units(units, selector)] == [3, 4]  # pylint: disable=protected-access
+  # A bad label in row group 0 (outside train_rows) is never read.
+  frame = pd.read_parquet(parquet_config.data.train_files)
+  frame.loc[10, "click"] = 5
+  frame.to_parquet(parquet_config.data.train_files, row_group_size=100)
+  assert len(_rows(parquet_split, "validation")) == 73
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"'data.train_rows' is '130:451', outside the rows "
+                     r"of data.train_files .* hold 450 rows"):
+    data_lib.check_splits(config_lib.override(parquet_split, {
+        "data.train_rows": "130:451"}))
+
+
+def test_hash_validation_is_the_fingerprint_of_file_and_row(tmp_path):
+  _, parquet_config = _configs(tmp_path, 200)
+  config = config_lib.override(parquet_config, {
+      "data.validation_fraction": 0.3, "data.validation_split": "hash",
+      "data.dense_transform": "none", "data.vocabulary_columns": ""})
+  keys = tf.constant([f"train.parquet:{row}" for row in range(1, 201)])
+  below = tf.strings.to_hash_bucket_fast(keys, 2**32).numpy() < int(
+      0.3 * 2**32)
+  everything = _rows(config, "eval")
+  np.testing.assert_array_equal(_rows(config, "validation"),
+                                everything[below])
+  np.testing.assert_array_equal(_rows(config, "train", batch_size=1,
+                                      shuffle=False), everything[~below])
+  assert data_lib.count_rows(config, "validation") == int(below.sum())
+
+
+def test_role_columns_and_headers_are_checked_against_each_file(tmp_path):
+  """A role column missing from a file's schema, a column in no role and
+  files with other columns are errors naming the file and the column."""
+  _, parquet_config = _configs(tmp_path, 60)
+  path = parquet_config.data.train_files
+  frame = pd.read_parquet(path)
+  renamed = str(tmp_path / "renamed.parquet")
+  frame.rename(columns={"site_id": "site"}).to_parquet(renamed)
+  with pytest.raises(DataError, match=r"renamed.parquet: "
+                     r"data.categorical_columns names column 'site_id', "
+                     r"which is not in the header"):
+    data_lib.build_schema(config_lib.override(parquet_config, {
+        "data.train_files": renamed}))
+  extra = str(tmp_path / "extra.parquet")
+  frame.assign(weight=1.0).to_parquet(extra)
+  with pytest.raises(DataError, match=r"extra.parquet: header column 'weight'"
+                     r" is in no role"):
+    data_lib.build_schema(config_lib.override(parquet_config, {
+        "data.train_files": extra}))
+  with pytest.raises(DataError, match=r"extra.parquet: header differs from "
+                     r".*train.parquet's"):
+    data_lib.build_schema(config_lib.override(parquet_config, {
+        "data.train_files": f"{path},{extra}"}))

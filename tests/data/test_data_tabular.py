@@ -291,6 +291,10 @@ def test_bad_rows_error_names_file_line_reason_and_content(tmp_path):
     message = str(pipeline.bad_row_error(error.value))
     assert message.startswith(f"{single}:2: bad row ({reason}: "), message
     assert f"line content: {line}" in message
+    # The label and dense reasons name the column and its value.
+    assert {"label": "label column label is [2], expected 0 or 1",
+            "dense_field": "dense column price is ["}.get(reason, "") in (
+                message)
   with pytest.raises(tf.errors.InvalidArgumentError) as error:
     _collect(_eval([path], schema))
   assert str(pipeline.bad_row_error(error.value)).startswith(

@@ -6,7 +6,9 @@ FeatureSchema carrying the dense transform and statistics)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+import tensorflow as tf
 
 from recsys_smelu import config as config_lib
 from recsys_smelu import data as data_lib
@@ -175,10 +177,236 @@ def test_csv_validation_files_split_and_refused_row_ranges(tmp_path):
   assert len(labels) == 30
   with pytest.raises(DataError, match="no validation split"):
     data_lib.build_dataset(config, "validation", 8)
-  for changes, key in (({"data.train_rows": "0:10"}, "data.train_rows"),
-                       ({"data.validation_fraction": 0.1},
-                        "data.validation_fraction")):
-    with pytest.raises(config_lib.ConfigError,
-                       match=f"'{key}' is not supported for data.format="
-                       "'csv'"):
-      config_lib.validate(config_lib.override(config, changes))
+
+
+# --- row ranges and validation_fraction (recsys_smelu.data.splits) ---------
+# The id column is read as a dense column without transform, so each example
+# names the row it came from; pandas reads the same files for the expected
+# rows.
+
+
+def _split_config(tmp_path, file_format="csv", **changes):
+  """Two files, listed b first: b holds ids 1000..1019, a ids 0..29 (50
+  rows in pattern order)."""
+  delimiter = "\t" if file_format == "tsv" else ","
+  a = write_avazu(str(tmp_path / f"a.{file_format}"), 30, 0,
+                  delimiter=delimiter)
+  b = write_avazu(str(tmp_path / f"b.{file_format}"), 20, 1,
+                  delimiter=delimiter, start_id=1000)
+  base = avazu_config_changes(f"{b},{a}", "", file_format=file_format)
+  base.update({"data.ignore_columns": "", "data.dense_columns": "id",
+               "data.dense_transform": "none", "data.num_buckets": 100,
+               "data.shuffle_buffer": 0, "model.embedding_dim": 4,
+               "model.bottom_mlp": [8, 4]})
+  base.update(changes)
+  return config_lib.validate(config_lib.override(config_lib.default_config(),
+                                                 base))
+
+
+def _pandas_rows(config):
+  """The training files concatenated in pattern order, as pandas reads them,
+  with each row's file base name and line number (header = line 1)."""
+  frames = []
+  for path in data_lib.expand_patterns(config.data.train_files):
+    frame = pd.read_csv(path, sep=config.data.delimiter or None,
+                        engine="python", dtype=str, keep_default_na=False)
+    frame["file"] = path.rsplit("/", 1)[-1]
+    frame["line"] = np.arange(len(frame)) + 2
+    frames.append(frame)
+  return pd.concat(frames, ignore_index=True)
+
+
+def _ids_labels(config, split, batch_size=7, **kwargs):
+  """(ids, labels) of the split's examples in order; the train split in
+  batches of 1, so no remainder is dropped."""
+  if split == "train":
+    batch_size = 1
+  ids, labels = [], []
+  for batch, label in data_lib.build_dataset(config, split, batch_size,
+                                             **kwargs):
+    ids.append(batch["dense_features"].numpy()[:, 0])
+    labels.append(label.numpy())
+  if not ids:
+    return [], []
+  return (np.concatenate(ids).astype(int).tolist(),
+          np.concatenate(labels).astype(int).tolist())
+
+
+def _expected(frame):
+  return (frame["id"].astype(int).tolist(),
+          frame["click"].astype(int).tolist())
+
+
+@pytest.mark.parametrize("file_format", ["csv", "tsv"])
+def test_row_ranges_and_tail_validation_are_the_pandas_rows(tmp_path,
+                                                            file_format):
+  config = _split_config(tmp_path, file_format, **{
+      "data.train_rows": "5:40", "data.eval_rows": "40:",
+      "data.validation_fraction": 0.2})
+  rows = _pandas_rows(config)
+  # train_rows 5:40 = 35 rows; the tail is the last ceil(0.2 * 35) = 7.
+  assert _ids_labels(config, "train", shuffle=False) == _expected(
+      rows.iloc[5:33])
+  assert _ids_labels(config, "validation") == _expected(rows.iloc[33:40])
+  assert _ids_labels(config, "eval") == _expected(rows.iloc[40:])
+  assert data_lib.check_splits(config) == {"train": 28, "validation": 7,
+                                           "eval": 10}
+  assert data_lib.count_rows(config, "validation") == 7
+  # The tail crosses from b into a: ids 1000..1019 then 0..29.
+  assert _ids_labels(config, "train", shuffle=False)[0][:2] == [1005, 1006]
+  assert _ids_labels(config, "validation")[0][0] == 13
+  shuffled = _ids_labels(config_lib.override(config, {
+      "data.shuffle_buffer": 100}), "train", seed=1, shuffle=True)[0]
+  assert shuffled != _expected(rows.iloc[5:33])[0]
+  assert sorted(shuffled) == sorted(_expected(rows.iloc[5:33])[0])
+
+
+def test_hash_validation_is_the_fingerprint_of_file_and_line(tmp_path):
+  config = _split_config(tmp_path, **{"data.validation_fraction": 0.4,
+                                      "data.validation_split": "hash",
+                                      "data.train_rows": ":45",
+                                      "data.eval_rows": "45:"})
+  rows = _pandas_rows(config)
+  keys = tf.constant([f"{f}:{line}" for f, line in zip(rows["file"],
+                                                       rows["line"])])
+  below = tf.strings.to_hash_bucket_fast(keys, 2**32).numpy() < int(
+      0.4 * 2**32)
+  within = np.arange(len(rows)) < 45
+  validation = _ids_labels(config, "validation")
+  assert validation == _expected(rows[below & within])
+  assert _ids_labels(config, "train", shuffle=False) == _expected(
+      rows[~below & within])
+  assert 5 < len(validation[0]) < 40
+  assert data_lib.count_rows(config, "validation") == len(validation[0])
+  assert _ids_labels(config, "eval") == _expected(rows.iloc[45:])
+  # Line shards (one file) see every train row once.
+  one_file = config_lib.override(config, {
+      "data.train_files": str(tmp_path / "a.csv"), "data.train_rows": "",
+      "data.eval_rows": "", "data.eval_files": str(tmp_path / "b.csv")})
+  a_rows = rows[rows["file"] == "a.csv"]
+  a_below = below[(rows["file"] == "a.csv").to_numpy()]
+  shards = [_ids_labels(one_file, "train", 1, shuffle=False,
+                        input_context=tf.distribute.InputContext(2, i, 1))[0]
+            for i in range(2)]
+  assert not set(shards[0]) & set(shards[1])
+  assert sorted(shards[0] + shards[1]) == sorted(
+      a_rows[~a_below]["id"].astype(int).tolist())
+
+
+def test_tail_shards_by_files_and_lines_keep_exactly_the_train_rows(tmp_path):
+  config = _split_config(tmp_path, **{"data.validation_fraction": 0.3,
+                                      "data.shuffle_buffer": 0,
+                                      "data.eval_files": str(tmp_path /
+                                                             "a.csv")})
+  rows = _pandas_rows(config)
+  expected = sorted(rows.iloc[:35]["id"].astype(int).tolist())
+  for pattern, train in ((config.data.train_files, expected),
+                         (str(tmp_path / "a.csv"), list(range(21)))):
+    sharded = config_lib.override(config, {"data.train_files": pattern})
+    shards = [_ids_labels(sharded, "train", 1, shuffle=False,
+                          input_context=tf.distribute.InputContext(2, i, 1))[0]
+              for i in range(2)]
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == train
+
+
+def test_schema_statistics_and_vocabularies_come_from_the_train_rows(
+    tmp_path):
+  config = _split_config(tmp_path, **{
+      "data.dense_transform": "standardize", "data.train_rows": ":30",
+      "data.eval_rows": "30:", "data.validation_fraction": 0.5,
+      "data.vocabulary_columns": "site_category"})
+  rows = _pandas_rows(config).iloc[:15]  # the train rows: 30 less the tail
+  schema = data_lib.tabular_schema(config)
+  ids = rows["id"].astype(np.float64)  # integers: exact in float32 too
+  assert schema.dense_mean == (pytest.approx(float(ids.mean()), abs=1e-9),)
+  assert schema.dense_std == (pytest.approx(float(ids.std(ddof=0)),
+                                            rel=1e-9),)
+  assert sorted(schema.features.categorical[4].vocabulary) == sorted(
+      set(rows["site_category"]))
+
+
+def test_bad_rows_are_named_by_their_file_line_in_the_split_reading_them(
+    tmp_path):
+  config = _split_config(tmp_path, **{"data.validation_fraction": 0.1,
+                                      "data.train_files": str(tmp_path /
+                                                              "a.csv"),
+                                      "data.eval_files": str(tmp_path /
+                                                             "b.csv")})
+  path = config.data.train_files
+  with open(path) as f:
+    lines = f.read().splitlines()
+  fields = lines[29].split(",")  # data row 28 (0-based), on line 30
+  fields[1] = "7"
+  lines[29] = ",".join(fields)
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  # ceil(0.1 * 30) = 3: rows 27..29 (lines 29..31) are validation.
+  assert _ids_labels(config, "train", shuffle=False)[0] == list(range(27))
+  with pytest.raises(tf.errors.InvalidArgumentError) as error:
+    _ids_labels(config, "validation")
+  assert f"{path}:30: bad row (label" in str(data_lib.bad_row_error(
+      error.value))
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"data.train_rows": "0:51"},
+     r"'data.train_rows' is '0:51', outside the rows of data.train_files .*"
+     r"hold 50 rows \(0:50\)"),
+    ({"data.eval_rows": "45:60", "data.train_rows": ":45"},
+     r"'data.eval_rows' is '45:60', outside the rows of the training files.*"
+     r"50 rows"),
+    ({"data.eval_rows": "40:", "data.train_rows": ":45"},
+     r"'data.eval_rows' is '40:' \(rows 40:50 of the training files\), which "
+     r"overlaps the training rows 0:45"),
+    ({"data.validation_fraction": 1e-9, "data.validation_split": "hash",
+      "data.eval_rows": "45:", "data.train_rows": ":45"},
+     r"'data.validation_fraction': the validation split is empty \(1e-09 "
+     r"with data.validation_split='hash' selects no rows of the 45 training "
+     r"rows\)"),
+])
+def test_row_range_and_empty_split_errors_name_the_key(tmp_path, changes,
+                                                       match):
+  config = _split_config(tmp_path, **{"data.eval_files":
+                                      str(tmp_path / "a.csv"), **changes})
+  if "data.eval_rows" in changes:
+    config = config_lib.override(config, {"data.eval_files": ""})
+  with pytest.raises(config_lib.ConfigError, match=match):
+    data_lib.check_splits(config)
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"data.categorical_columns": ",".join(CATEGORICAL[:-1]) + ",device_mdl"},
+     r"train.csv: data.categorical_columns names column 'device_mdl', which "
+     r"is not in the header \(did you mean 'device_model'\?\)"),
+    ({"data.dense_columns": "hour"},
+     r"column 'hour' is in two roles: data.dense_columns and "
+     r"data.categorical_columns"),
+    ({"data.categorical_columns": ",".join(CATEGORICAL[:-1])},
+     r"train.csv: header column 'device_model' is in no role"),
+    ({"data.num_buckets_per_column": "site_id=1e5"},
+     r"config key 'data.num_buckets_per_column': bad entry 'site_id=1e5', the "
+     r"bucket count must be a positive integer"),
+    ({"data.num_buckets_per_column": "site=100"},
+     r"config key 'data.num_buckets_per_column': 'site' is not in "
+     r"data.categorical_columns"),
+])
+def test_bad_roles_through_the_config_name_file_column_and_key(
+    tmp_path, changes, match):
+  config = config_lib.override(_config(tmp_path), changes)
+  with pytest.raises(DataError, match=match):
+    data_lib.build_schema(config)
+
+
+def test_headers_that_differ_between_training_files_name_both(tmp_path):
+  config = _config(tmp_path)
+  other = tmp_path / "other.csv"
+  with open(config.data.train_files) as f:
+    lines = f.read().splitlines()
+  lines[0] = lines[0].replace("site_id,site_category", "site_category,site_id")
+  other.write_text("\n".join(lines) + "\n")
+  both = config_lib.override(config, {
+      "data.train_files": f"{config.data.train_files},{other}"})
+  with pytest.raises(DataError, match=f"{other}: header differs from "
+                     f"{config.data.train_files}'s"):
+    data_lib.build_schema(both)

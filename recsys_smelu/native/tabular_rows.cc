@@ -1,0 +1,524 @@
+// DecodeDelimitedRows: validates, splits and decodes a batch of delimited
+// text lines (CSV/TSV with named column roles) in one pass per line: the
+// native fast path of recsys_smelu.data.tabular. DecodeDelimitedText does
+// the same for the lines of one text (a block of a plain file: lines ended by
+// '\n', one '\r' before it dropped), so no string is made per line;
+// SplitCompleteLines cuts a block after its last newline for the reader.
+//
+// A line is valid exactly when the stock-op path of tabular._chunk_parser
+// keeps it:
+//   * it is UTF-8 as RE2 reads it (ASCII, [C2-DF][80-BF],
+//     [E0-EF][80-BF]{2}, [F0-F4][80-BF]{3}: RE2's lax set for the runes
+//     80-10FFFF);
+//   * it has exactly num_columns fields (RFC 4180): a field is unquoted (no
+//     '"', no delimiter) or enclosed in '"' with an inner '"' doubled, and a
+//     closing quote is followed by the delimiter or the line end;
+//   * the label field (unquoted) is "0" or "1";
+//   * every dense field (unquoted) is empty or matches tabular.NUMBER_REGEX
+//     [-+]?([0-9]{1,38}(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]{1,2})?
+//     with |value| <= FLT_MAX, the value being the correctly rounded double.
+// For a valid line:
+//   label[i]      = 0.0 or 1.0
+//   dense[i, j]   = float(double value of dense field j) (NaN if empty)
+//   hashes[i, k]  = Fingerprint64(unquoted categorical field k) % moduli[k]
+//                   (= tf.strings.to_hash_bucket_fast(field, moduli[k]))
+// An invalid line gives valid[i] = false and zeros in its rows; why it is
+// invalid is for the caller to find (it re-reads the few bad lines with the
+// stock ops, so that reasons and messages are the stock path's).
+#include <clocale>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <locale.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "farmhash.h"  // util::Fingerprint64, exported by libtensorflow_framework
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace recsys_smelu {
+namespace {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::tstring;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+
+constexpr int kMaxIntegerDigits = 38;
+constexpr int kMaxExponentDigits = 2;
+constexpr uint64_t kExactMantissa = uint64_t{1} << 53;
+constexpr int kMaxExactPower = 22;  // 10^22 is the largest exact double
+constexpr double kPowersOfTen[kMaxExactPower + 1] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+enum Role : int8_t { kIgnore, kLabel, kDense, kCategorical };
+
+inline bool IsDigit(char c) {
+  return static_cast<unsigned char>(c) - '0' <= 9u;
+}
+
+// Whether [begin, end) is UTF-8 by RE2's lax rule (file comment).
+bool IsLaxUtf8(const unsigned char* p, const unsigned char* end) {
+  while (p < end) {
+    const unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    int continuation;
+    if (c >= 0xC2 && c <= 0xDF) {
+      continuation = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      continuation = 2;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      continuation = 3;
+    } else {
+      return false;
+    }
+    if (end - p <= continuation) return false;
+    for (int k = 1; k <= continuation; ++k) {
+      if ((p[k] & 0xC0) != 0x80) return false;
+    }
+    p += continuation + 1;
+  }
+  return true;
+}
+
+bool HasNonAscii(const char* p, const char* end) {
+  for (; end - p >= 8; p += 8) {
+    uint64_t word;
+    std::memcpy(&word, p, 8);
+    if (word & 0x8080808080808080ull) return true;
+  }
+  for (; p < end; ++p) {
+    if (static_cast<unsigned char>(*p) >= 0x80) return true;
+  }
+  return false;
+}
+
+// The correctly rounded double of a field that matches the number grammar,
+// by strtod in the C locale (glibc rounds correctly, as TensorFlow's
+// to_number does).
+double ParseSlow(const char* begin, const char* end) {
+  static const locale_t c_locale = newlocale(LC_ALL_MASK, "C", nullptr);
+  const std::string text(begin, end);
+  return strtod_l(text.c_str(), nullptr, c_locale);
+}
+
+// Parses a dense field [begin, end) (non-empty); false unless it matches the
+// number grammar and its value is within float32.
+bool ParseNumber(const char* begin, const char* end, float* value) {
+  const char* p = begin;
+  bool negative = false;
+  if (*p == '+' || *p == '-') {
+    negative = *p == '-';
+    ++p;
+  }
+  uint64_t mantissa = 0;
+  int significant = 0;  // digits in mantissa, leading zeros not counted
+  int dropped = 0;      // integer digits past 19 significant ones
+  const char* digits = p;
+  for (; p < end && IsDigit(*p); ++p) {
+    if (significant < 19) {
+      mantissa = mantissa * 10 + (*p - '0');
+      significant += mantissa != 0;
+    } else {
+      ++dropped;
+    }
+  }
+  const std::ptrdiff_t integer_digits = p - digits;
+  if (integer_digits > kMaxIntegerDigits) return false;
+  int fraction_used = 0;
+  std::ptrdiff_t fraction_digits = 0;
+  bool exact = true;
+  if (p < end && *p == '.') {
+    ++p;
+    const char* fraction = p;
+    for (; p < end && IsDigit(*p); ++p) {
+      if (significant < 19) {
+        mantissa = mantissa * 10 + (*p - '0');
+        significant += mantissa != 0;
+        ++fraction_used;
+      } else if (*p != '0') {
+        exact = false;  // a non-zero digit beyond the mantissa
+      }
+    }
+    fraction_digits = p - fraction;
+  }
+  if (integer_digits == 0 && fraction_digits == 0) return false;
+  int exponent = 0;
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    ++p;
+    bool negative_exponent = false;
+    if (p < end && (*p == '+' || *p == '-')) {
+      negative_exponent = *p == '-';
+      ++p;
+    }
+    const char* exponent_digits = p;
+    for (; p < end && IsDigit(*p); ++p) exponent = exponent * 10 + (*p - '0');
+    const std::ptrdiff_t count = p - exponent_digits;
+    if (count < 1 || count > kMaxExponentDigits) return false;
+    if (negative_exponent) exponent = -exponent;
+  }
+  if (p != end) return false;
+  double magnitude;
+  const int power = exponent + dropped - fraction_used;
+  if (mantissa == 0) {
+    magnitude = 0.0;  // zeros only (a dropped digit needs 19 before it)
+  } else if (exact && mantissa <= kExactMantissa && power >= -kMaxExactPower &&
+             power <= kMaxExactPower && dropped == 0) {
+    // Both operands exact: one correctly rounded operation.
+    magnitude = power >= 0 ? mantissa * kPowersOfTen[power]
+                           : mantissa / kPowersOfTen[-power];
+  } else {
+    magnitude = ParseSlow(negative || *begin == '+' ? begin + 1 : begin, end);
+  }
+  if (!(magnitude <= std::numeric_limits<float>::max())) return false;
+  const double signed_value = negative ? -magnitude : magnitude;
+  *value = static_cast<float>(signed_value);
+  return true;
+}
+
+class DecodeDelimitedRowsOp : public OpKernel {
+ public:
+  DecodeDelimitedRowsOp(OpKernelConstruction* context, bool text_input)
+      : OpKernel(context), text_input_(text_input) {
+    std::string delimiter;
+    OP_REQUIRES_OK(context, context->GetAttr("delimiter", &delimiter));
+    OP_REQUIRES(context,
+                delimiter.size() == 1 && delimiter[0] != '"' &&
+                    delimiter[0] != '\n' && delimiter[0] != '\r',
+                absl::InvalidArgumentError(
+                    "delimiter must be one byte other than a quote or a "
+                    "newline"));
+    delimiter_ = delimiter[0];
+    int64_t num_columns, label_column;
+    std::vector<int64_t> dense_columns, categorical_columns, moduli;
+    OP_REQUIRES_OK(context, context->GetAttr("num_columns", &num_columns));
+    OP_REQUIRES_OK(context, context->GetAttr("label_column", &label_column));
+    OP_REQUIRES_OK(context, context->GetAttr("dense_columns", &dense_columns));
+    OP_REQUIRES_OK(context, context->GetAttr("categorical_columns",
+                                             &categorical_columns));
+    OP_REQUIRES_OK(context, context->GetAttr("moduli", &moduli));
+    OP_REQUIRES(context, moduli.size() == categorical_columns.size(),
+                absl::InvalidArgumentError(
+                    "moduli must have one entry per categorical column"));
+    role_.assign(num_columns, kIgnore);
+    slot_.assign(num_columns, 0);
+    auto assign = [&](int64_t column, Role role, int slot) {
+      OP_REQUIRES(context, column >= 0 && column < num_columns,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "column ", column, " outside [0, ", num_columns, ")")));
+      OP_REQUIRES(context, role_[column] == kIgnore,
+                  absl::InvalidArgumentError(
+                      absl::StrCat("column ", column, " has two roles")));
+      role_[column] = role;
+      slot_[column] = slot;
+    };
+    assign(label_column, kLabel, 0);
+    for (size_t j = 0; j < dense_columns.size(); ++j) {
+      assign(dense_columns[j], kDense, static_cast<int>(j));
+    }
+    for (size_t k = 0; k < categorical_columns.size(); ++k) {
+      assign(categorical_columns[k], kCategorical, static_cast<int>(k));
+      OP_REQUIRES(context, moduli[k] > 0,
+                  absl::InvalidArgumentError(
+                      absl::StrCat("moduli must be > 0, got ", moduli[k])));
+      moduli_.push_back(static_cast<uint64_t>(moduli[k]));
+    }
+    num_dense_ = dense_columns.size();
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& input = context->input(0);
+    // Lines: a vector of lines, or (DecodeDelimitedText) a scalar text of
+    // lines each ended by '\n' (the last one need not be), from which one
+    // '\r' before each '\n' is dropped.
+    std::vector<std::pair<const char*, const char*>> spans;
+    if (text_input_) {
+      OP_REQUIRES(context,
+                  ::tensorflow::TensorShapeUtils::IsScalar(input.shape()),
+                  absl::InvalidArgumentError(
+                      absl::StrCat("text must be a scalar, got shape ",
+                                   input.shape().DebugString())));
+      const tstring& text = input.scalar<tstring>()();
+      const char* p = text.data();
+      const char* const end = p + text.size();
+      while (p < end) {
+        const char* newline =
+            static_cast<const char*>(std::memchr(p, '\n', end - p));
+        const char* line_end = newline == nullptr ? end : newline;
+        const char* content_end = line_end;
+        if (content_end > p && content_end[-1] == '\r') --content_end;
+        spans.emplace_back(p, content_end);
+        p = newline == nullptr ? end : newline + 1;
+      }
+    } else {
+      OP_REQUIRES(context,
+                  ::tensorflow::TensorShapeUtils::IsVector(input.shape()),
+                  absl::InvalidArgumentError(
+                      absl::StrCat("lines must be a vector, got shape ",
+                                   input.shape().DebugString())));
+      const auto lines = input.vec<tstring>();
+      spans.reserve(lines.size());
+      for (int64_t i = 0; i < lines.size(); ++i) {
+        spans.emplace_back(lines(i).data(), lines(i).data() + lines(i).size());
+      }
+    }
+    const int64_t n = spans.size();
+    const int64_t num_categorical = moduli_.size();
+    Tensor* label = nullptr;
+    Tensor* dense = nullptr;
+    Tensor* hashes = nullptr;
+    Tensor* valid = nullptr;
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(0, TensorShape({n}), &label));
+    OP_REQUIRES_OK(context, context->allocate_output(
+                                1, TensorShape({n, num_dense_}), &dense));
+    OP_REQUIRES_OK(context, context->allocate_output(
+                                2, TensorShape({n, num_categorical}), &hashes));
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(3, TensorShape({n}), &valid));
+    float* label_out = label->flat<float>().data();
+    float* dense_out = dense->flat<float>().data();
+    int64_t* hashes_out = hashes->flat<int64_t>().data();
+    bool* valid_out = valid->flat<bool>().data();
+    std::string unquoted;  // a quoted field's value with "" -> "
+    for (int64_t i = 0; i < n; ++i) {
+      float* dense_row = dense_out + i * num_dense_;
+      int64_t* hashes_row = hashes_out + i * num_categorical;
+      valid_out[i] = DecodeLine(spans[i].first, spans[i].second, &label_out[i],
+                                dense_row, hashes_row, &unquoted);
+      if (!valid_out[i]) {
+        label_out[i] = 0.0f;
+        std::fill(dense_row, dense_row + num_dense_, 0.0f);
+        std::fill(hashes_row, hashes_row + num_categorical, int64_t{0});
+      }
+    }
+  }
+
+ private:
+  // Decodes one field's value [begin, end) (already unquoted) in its role.
+  bool DecodeField(int64_t column, const char* begin, const char* end,
+                   float* label, float* dense, int64_t* hashes) const {
+    switch (role_[column]) {
+      case kIgnore:
+        return true;
+      case kLabel:
+        if (end - begin != 1 || (*begin != '0' && *begin != '1')) return false;
+        *label = *begin == '1' ? 1.0f : 0.0f;
+        return true;
+      case kDense: {
+        float* value = &dense[slot_[column]];
+        if (begin == end) {
+          *value = std::numeric_limits<float>::quiet_NaN();
+          return true;
+        }
+        return ParseNumber(begin, end, value);
+      }
+      case kCategorical: {
+        const int k = slot_[column];
+        hashes[k] = static_cast<int64_t>(
+            util::Fingerprint64(begin, end - begin) % moduli_[k]);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  bool DecodeLine(const char* field, const char* const end, float* label,
+                  float* dense, int64_t* hashes, std::string* unquoted) const {
+    if (HasNonAscii(field, end) &&
+        !IsLaxUtf8(reinterpret_cast<const unsigned char*>(field),
+                   reinterpret_cast<const unsigned char*>(end))) {
+      return false;
+    }
+    const bool has_quote = std::memchr(field, '"', end - field) != nullptr;
+    const int64_t num_columns = role_.size();
+    for (int64_t column = 0;; ++column) {
+      if (column >= num_columns) return false;  // too many fields
+      const char* field_end;
+      const char* next;  // the delimiter after the field, or end
+      if (has_quote && field < end && *field == '"') {
+        // Quoted: up to the '"' not followed by another '"'.
+        unquoted->clear();
+        const char* p = field + 1;
+        bool closed = false;
+        while (p < end) {
+          const char* quote =
+              static_cast<const char*>(std::memchr(p, '"', end - p));
+          if (quote == nullptr) break;
+          unquoted->append(p, quote);
+          if (quote + 1 < end && quote[1] == '"') {
+            unquoted->push_back('"');
+            p = quote + 2;
+            continue;
+          }
+          p = quote + 1;
+          closed = true;
+          break;
+        }
+        if (!closed) return false;
+        if (p < end && *p != delimiter_) return false;
+        next = p;
+        if (!DecodeField(column, unquoted->data(),
+                         unquoted->data() + unquoted->size(), label, dense,
+                         hashes)) {
+          return false;
+        }
+      } else {
+        const char* delimiter = static_cast<const char*>(
+            std::memchr(field, delimiter_, end - field));
+        field_end = delimiter == nullptr ? end : delimiter;
+        if (has_quote && std::memchr(field, '"', field_end - field) != nullptr) {
+          return false;  // a quote inside an unquoted field
+        }
+        next = field_end;
+        if (!DecodeField(column, field, field_end, label, dense, hashes)) {
+          return false;
+        }
+      }
+      if (next == end) return column + 1 == num_columns;
+      field = next + 1;
+    }
+  }
+
+  const bool text_input_;
+  char delimiter_ = ',';
+  std::vector<int8_t> role_;
+  std::vector<int> slot_;
+  int64_t num_dense_ = 0;
+  std::vector<uint64_t> moduli_;
+};
+
+class DecodeDelimitedLinesOp : public DecodeDelimitedRowsOp {
+ public:
+  explicit DecodeDelimitedLinesOp(OpKernelConstruction* context)
+      : DecodeDelimitedRowsOp(context, /*text_input=*/false) {}
+};
+
+class DecodeDelimitedTextOp : public DecodeDelimitedRowsOp {
+ public:
+  explicit DecodeDelimitedTextOp(OpKernelConstruction* context)
+      : DecodeDelimitedRowsOp(context, /*text_input=*/true) {}
+};
+
+absl::Status DecodeShape(InferenceContext* c, bool text_input) {
+  ShapeHandle input;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), text_input ? 0 : 1, &input));
+  std::vector<int64_t> dense_columns, moduli;
+  TF_RETURN_IF_ERROR(c->GetAttr("dense_columns", &dense_columns));
+  TF_RETURN_IF_ERROR(c->GetAttr("moduli", &moduli));
+  const auto n = text_input ? c->UnknownDim() : c->Dim(input, 0);
+  c->set_output(0, c->Vector(n));
+  c->set_output(1, c->Matrix(n, static_cast<int64_t>(dense_columns.size())));
+  c->set_output(2, c->Matrix(n, static_cast<int64_t>(moduli.size())));
+  c->set_output(3, c->Vector(n));
+  return absl::OkStatus();
+}
+
+#define RECSYS_SMELU_DECODE_ATTRS                  \
+  .Attr("delimiter: string")                       \
+      .Attr("num_columns: int >= 1")               \
+      .Attr("label_column: int >= 0")              \
+      .Attr("dense_columns: list(int) >= 0")       \
+      .Attr("categorical_columns: list(int) >= 0") \
+      .Attr("moduli: list(int) >= 0")              \
+      .Output("label: float")                      \
+      .Output("dense: float")                      \
+      .Output("hashes: int64")                     \
+      .Output("valid: bool")
+
+REGISTER_OP("DecodeDelimitedRows")
+    .Input("lines: string")
+    RECSYS_SMELU_DECODE_ATTRS
+    .SetShapeFn([](InferenceContext* c) { return DecodeShape(c, false); })
+    .Doc("Validates and decodes delimited text lines; see tabular_rows.cc.");
+
+REGISTER_OP("DecodeDelimitedText")
+    .Input("text: string")
+    RECSYS_SMELU_DECODE_ATTRS
+    .SetShapeFn([](InferenceContext* c) { return DecodeShape(c, true); })
+    .Doc("DecodeDelimitedRows of the lines of one text; see tabular_rows.cc.");
+
+#undef RECSYS_SMELU_DECODE_ATTRS
+
+REGISTER_KERNEL_BUILDER(Name("DecodeDelimitedRows").Device(DEVICE_CPU),
+                        DecodeDelimitedLinesOp);
+REGISTER_KERNEL_BUILDER(Name("DecodeDelimitedText").Device(DEVICE_CPU),
+                        DecodeDelimitedTextOp);
+
+// SplitCompleteLines: text -> (complete, rest, num_lines): complete = text up
+// to and including its last '\n' ("" when it has none), rest = the rest,
+// num_lines = the '\n's in complete. The block reader carries rest over to
+// the next block.
+class SplitCompleteLinesOp : public OpKernel {
+ public:
+  explicit SplitCompleteLinesOp(OpKernelConstruction* context)
+      : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& input = context->input(0);
+    OP_REQUIRES(context,
+                ::tensorflow::TensorShapeUtils::IsScalar(input.shape()),
+                absl::InvalidArgumentError("text must be a scalar"));
+    const tstring& text = input.scalar<tstring>()();
+    const char* const begin = text.data();
+    const char* const end = begin + text.size();
+    int64_t count = 0;
+    const char* after_last = begin;
+    for (const char* p = begin; p < end;) {
+      const char* newline =
+          static_cast<const char*>(std::memchr(p, '\n', end - p));
+      if (newline == nullptr) break;
+      ++count;
+      after_last = p = newline + 1;
+    }
+    Tensor* complete = nullptr;
+    Tensor* rest = nullptr;
+    Tensor* num_lines = nullptr;
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(0, TensorShape({}), &complete));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({}), &rest));
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(2, TensorShape({}), &num_lines));
+    complete->scalar<tstring>()().assign(begin, after_last - begin);
+    rest->scalar<tstring>()().assign(after_last, end - after_last);
+    num_lines->scalar<int64_t>()() = count;
+  }
+};
+
+REGISTER_OP("SplitCompleteLines")
+    .Input("text: string")
+    .Output("complete: string")
+    .Output("rest: string")
+    .Output("num_lines: int64")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle text;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 0, &text));
+      c->set_output(0, c->Scalar());
+      c->set_output(1, c->Scalar());
+      c->set_output(2, c->Scalar());
+      return absl::OkStatus();
+    })
+    .Doc("Splits a text after its last newline; see tabular_rows.cc.");
+
+REGISTER_KERNEL_BUILDER(Name("SplitCompleteLines").Device(DEVICE_CPU),
+                        SplitCompleteLinesOp);
+
+}  // namespace
+}  // namespace recsys_smelu
