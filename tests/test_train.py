@@ -176,7 +176,12 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(synthetic_dir,
   proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
-  while not glob.glob(f"{killed_dir}/checkpoints/ckpt-100.index"):
+  def committed_step():
+    # The checkpoint state file is written after ckpt-N.index.
+    latest = tf.train.latest_checkpoint(f"{killed_dir}/checkpoints")
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+  while committed_step() < 100:
     assert proc.poll() is None, "training ended before it could be killed"
     assert time.time() < deadline, "no checkpoint appeared"
     time.sleep(0.05)
