@@ -25,7 +25,7 @@ setuptools.setup(
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["recsys_smelu", "recsys_smelu.*"]),
     # The native ops' C++ sources, compiled on first use (recsys_smelu/native).
-    package_data={"recsys_smelu.native": ["*.cc"]},
+    package_data={"recsys_smelu.native": ["*.cc", "*.h"]},
     # Ranges are what the test suite runs against; TFRS 0.7.7 needs Keras 2.
     install_requires=[
         "tensorflow>=2.21.0,<2.22",

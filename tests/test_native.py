@@ -427,12 +427,34 @@ def test_delimited_decoder_equals_the_tabular_stock_ops(ops, delimiter):
     np.testing.assert_array_equal(got.numpy(), expected.numpy())
 
 
-def test_split_complete_lines(ops):
-  for text, want in ((b"a\nb\nc", (b"a\nb\n", b"c", 2)),
-                     (b"abc", (b"", b"abc", 0)), (b"", (b"", b"", 0)),
-                     (b"a\r\n\n", (b"a\r\n\n", b"", 2))):
-    complete, rest, count = native.split_complete_lines(ops, tf.constant(text))
-    assert (complete.numpy(), rest.numpy(), int(count)) == want
+@pytest.mark.parametrize("text", [
+    b"", b"a", b"a\n", b"ab\ncd\nef", b"abcdefghij\nk\n", b"\n\n\nx",
+    b"a\r\nbb\r\n", b"0123456789abcdefghij" * 3 + b"\nz"])
+def test_read_complete_lines_blocks_are_the_stock_readers_chunks(
+    ops, tmp_path, text):
+  """Blocks 0, 1, ... of every size (then the tail block past the end)
+  concatenate to the file, and each is the stock reader's chunk: the lines
+  whose newline lies in the block (a line with no newline: after all
+  blocks)."""
+  path = str(tmp_path / "f.txt")
+  with open(path, "wb") as f:
+    f.write(text)
+  for length in (1, 2, 3, 5, 16, 64):
+    blocks = [native.read_complete_lines(ops, path, k * length, length
+                                         ).numpy()
+              for k in range(-(-len(text) // length) + 1)]
+    assert b"".join(blocks) == text, length
+    # Stock rule: carry + block, cut after its last newline.
+    carry, want = b"", []
+    for k in range(-(-len(text) // length)):
+      joined = carry + text[k * length:(k + 1) * length]
+      cut = joined.rfind(b"\n") + 1
+      want.append(joined[:cut])
+      carry = joined[cut:]
+    want.append(carry)
+    assert blocks == want, length
+  with pytest.raises(tf.errors.NotFoundError, match="missing"):
+    native.read_complete_lines(ops, str(tmp_path / "missing"), 0, 4)
 
 
 def test_delimited_decoder_rejects_bad_attributes(ops):

@@ -1,7 +1,8 @@
 """Readers: Criteo-format files as numbered chunks of lines, records or rows.
 
 (``read_text`` serves parsers that take either lines or one text of many:
-plain files as blocks of complete lines, without a string per line.)
+plain files as blocks of complete lines, without a string per line, read by
+a native op.)
 
 ``read_chunks(file_format)`` maps ``(filename, size)`` to a dataset of
 ``(filename, first line/record/row number, chunk)``, numbers from 1:
@@ -112,54 +113,52 @@ def _plain_text_chunks(filename, size):
   return pieces.scan(initial, split_lines)
 
 
-def _plain_text_blocks(filename, size, split_complete_lines):
-  """(first line number, number of lines, text) of an uncompressed text file:
-  its complete lines in blocks of about ``BLOCK_BYTES``, one scalar string
-  each (no string per line), the last line with or without its newline.
-  ``split_complete_lines(text)`` -> (text to its last newline, the rest,
-  newlines in the first) (``native.split_complete_lines``)."""
-  pieces = _blocks_then_end(filename, size)
-
-  def split(state, piece):
-    carry, next_line = state
-    block, is_last = piece
-    text = tf.strings.join([carry, block])
-    complete, rest, count = split_complete_lines(text)
-    # The last piece is the carry alone: one more line when not empty.
-    complete, rest, count = tf.cond(
-        is_last,
-        lambda: (text, tf.constant(""),
-                 count + tf.cast(tf.strings.length(rest) > 0, tf.int64)),
-        lambda: (complete, rest, count))
-    return (rest, next_line + count), (next_line, count, complete)
-
-  initial = (tf.constant(""), tf.constant(1, tf.int64))
-  return pieces.scan(initial, split).filter(
-      lambda first, count, text: count > 0)
-
-
-def read_text(split_complete_lines):
+def read_text(read_complete_lines, decode):
   """(filename, size) -> dataset of (filename, first line number, lines [k],
-  text), numbers from 1, for parsers that take either: gzip files as
-  ``CHUNK_ROWS`` lines (text ""), plain files as blocks of complete lines in
-  one string (``_plain_text_blocks``; lines empty)."""
+  text, decoded), numbers from 1, for parsers that take either lines or one
+  text of many: gzip files as ``CHUNK_ROWS`` lines (text ""), plain files
+  as blocks of complete lines in one string, no string per line (lines
+  empty). ``read_complete_lines(filename, offset, length)`` (the native
+  ``ReadCompleteLines``) gives the lines whose newline lies in each
+  ``BLOCK_BYTES`` block, then the last line if it has none: the chunks of
+  ``_plain_text_chunks``, but each read on its own, with no carry-over.
+
+  ``decode(lines, text)`` -> (decoded, number of lines) runs on each chunk
+  as it is read, in parallel and in order (reading and decoding a block are
+  one step; the line numbers follow from the counts). Chunks without lines
+  are dropped."""
 
   def read(filename, size):
     is_gzip = tf.strings.regex_full_match(filename, r".*\.gz")
     no_lines = tf.zeros([0], tf.string)
     lines = tf.data.TextLineDataset(filename, compression_type="GZIP",
                                     buffer_size=READ_BUFFER_BYTES)
-    gzip_chunks = tf.data.Dataset.zip((
-        tf.data.Dataset.range(1, 2**62, CHUNK_ROWS),
-        lines.batch(CHUNK_ROWS))).map(
-            lambda first, chunk: (first, chunk, tf.constant("")))
-    plain_chunks = _plain_text_blocks(
-        filename, tf.maximum(size, 0), split_complete_lines).map(
-            lambda first, count, text: (first, no_lines, text))
+    gzip_chunks = lines.batch(CHUNK_ROWS).map(
+        lambda chunk: (chunk, tf.constant("")))
+    # Blocks 0 .. ceil(size / BLOCK_BYTES) - 1, then the unended last line.
+    size = tf.maximum(size, 0)
+    num_blocks = tf.where(is_gzip, tf.constant(0, tf.int64),
+                          (size + BLOCK_BYTES - 1) // BLOCK_BYTES + 1)
+    plain_chunks = tf.data.Dataset.range(num_blocks).map(
+        lambda k: (no_lines, read_complete_lines(
+            filename, k * BLOCK_BYTES, tf.constant(BLOCK_BYTES, tf.int64))))
     everything, nothing = tf.constant(-1, tf.int64), tf.constant(0, tf.int64)
-    chunks = gzip_chunks.take(tf.where(is_gzip, everything, nothing)).concatenate(
-        plain_chunks.take(tf.where(is_gzip, nothing, everything)))
-    return chunks.map(lambda first, chunk, text: (filename, first, chunk, text))
+    chunks = gzip_chunks.take(tf.where(is_gzip, everything, nothing)
+                              ).concatenate(plain_chunks)
+
+    def decoded(chunk, text):
+      result, count = decode(chunk, text)
+      return chunk, text, result, count
+
+    chunks = chunks.map(decoded, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True).filter(
+                            lambda chunk, text, result, count: count > 0)
+
+    def number(next_line, element):
+      chunk, text, result, count = element
+      return next_line + count, (filename, next_line, chunk, text, result)
+
+    return chunks.scan(tf.constant(1, tf.int64), number)
 
   return read
 

@@ -385,8 +385,12 @@ def read_header(path: str, spec: TabularSpec) -> tuple[str, ...]:
   if not spec.header:
     return spec.column_names
   try:
-    with _open_text(path) as f:
-      line = f.readline()
+    # The first line alone, as bytes: a text stream would decode a whole
+    # buffer ahead, so bad bytes in a data row would fail the header.
+    with io.BufferedReader(_GFileReader(path)) as binary:
+      stream = (gzip.GzipFile(fileobj=binary) if path.endswith(".gz")
+                else binary)
+      line = stream.readline().decode("utf-8-sig")
   except (OSError, UnicodeDecodeError, tf.errors.OpError) as e:
     raise DataError(f"{path}: cannot read the header ({e})") from None
   if not line.strip():
@@ -974,14 +978,16 @@ def _chunk_parser(schema: TabularSchema, checker: pipeline.ChunkChecker,
 
 def _native_packed_parser(schema: TabularSchema, checker: pipeline.ChunkChecker,
                           line_shards, ops):
-  """parse(filename, first line number, lines [k], text) -> packed rows of
-  the valid lines of this shard, as ``pack_raw_rows(*_chunk_parser(...)(...))``
-  gives them for the same lines (a test checks it).
+  """(decode, parse): ``decode(lines [k], text)`` -> (decoded, number of
+  lines) for ``readers.read_text``; ``parse(filename, first line number,
+  lines, text, decoded)`` -> packed rows of the valid lines of this shard,
+  as ``pack_raw_rows(*_chunk_parser(...)(...))`` gives them for the same
+  lines (a test checks it).
 
-  The lines are ``lines`` (gzip files) or those of ``text`` (plain files,
-  ``readers.read_text``). One native op per chunk checks, splits, parses the
-  numbers and hashes the categorical fields in one pass per line
-  (``native.decode_delimited_rows`` / ``decode_delimited_text``); stock ops
+  The lines are ``lines`` (gzip files) or those of ``text`` (plain files).
+  One native op per chunk checks, splits, parses the numbers and hashes the
+  categorical fields in one pass per line (``native.decode_delimited_rows``
+  / ``decode_delimited_text``), as the chunk is read; stock ops
   do the dense transform, vocabularies and packing. The few bad lines are
   decoded again by the stock ops to describe them, so reasons and messages
   are the stock path's."""
@@ -995,12 +1001,17 @@ def _native_packed_parser(schema: TabularSchema, checker: pipeline.ChunkChecker,
       moduli=[features_lib.hash_modulus(f) for f in features.categorical])
   all_hashed = all(f.vocabulary is None for f in features.categorical)
 
-  def parse(filename, first_line, lines, text):
-    has_lines = tf.size(lines) > 0
-    label, dense, hashes, valid = tf.cond(
-        has_lines,
+  def decode(lines, text):
+    """(label, dense, hashes, valid), number of lines."""
+    decoded = tf.cond(
+        tf.size(lines) > 0,
         lambda: native.decode_delimited_rows(ops, lines, **columns),
         lambda: native.decode_delimited_text(ops, text, **columns))
+    return decoded, tf.shape(decoded[3], out_type=tf.int64)[0]
+
+  def parse(filename, first_line, lines, text, decoded):
+    label, dense, hashes, valid = decoded
+    has_lines = tf.size(lines) > 0
     n = tf.shape(valid, out_type=tf.int64)[0]
     line_numbers, mine = _line_mask(filename, first_line, tf.range(n),
                                     line_shards, spec.header)
@@ -1027,7 +1038,7 @@ def _native_packed_parser(schema: TabularSchema, checker: pipeline.ChunkChecker,
     with tf.control_dependencies([dependency]):
       return pipeline.keep_rows(rows, mine & valid)
 
-  return parse
+  return decode, parse
 
 
 def _file_chunks(files: Sequence[str], read, *, shuffle_files: bool,
@@ -1062,21 +1073,21 @@ def _line_chunks(files: Sequence[str], line_filter=None,
   return _file_chunks(files, readers.read_chunks("tsv"), skip=skip, **kwargs)
 
 
-def _text_chunks(files: Sequence[str], ops, line_filter=None,
+def _text_chunks(files: Sequence[str], ops, decode, line_filter=None,
                  **kwargs) -> tf.data.Dataset:
-  """(filename, first line number, lines, text) of ``files``
-  (``readers.read_text``), for ``_native_packed_parser``; with a
+  """(filename, first line number, lines, text, decode(lines, text)) of
+  ``files`` (``readers.read_text``), for ``_native_packed_parser``; with a
   ``pipeline.LineSelector`` as ``line_filter``, stopping after a file's
   line range (a plain file's chunk is text whose line count is known only
-  once split, so chunks before the range are read and masked)."""
+  once decoded, so chunks before the range are read and masked)."""
   skip = None
   if isinstance(line_filter, pipeline.LineSelector):
     def skip(filename, chunks):
       _, end = line_filter.line_range(filename)
       return chunks.take_while(lambda _, start, *rest: start < end)
   return _file_chunks(files, readers.read_text(
-      lambda text: native.split_complete_lines(ops, text)), skip=skip,
-      **kwargs)
+      lambda *block: native.read_complete_lines(ops, *block), decode),
+      skip=skip, **kwargs)
 
 
 def raw_dataset(files: Sequence[str], schema: TabularSchema, *,
@@ -1140,10 +1151,10 @@ def packed_chunks(files: Sequence[str], schema: TabularSchema, *,
   checker = pipeline.ChunkChecker(on_bad_row, bad_rows)
   ops = native.load(native_decoder)
   if ops is not None:
-    chunks = _text_chunks(files, ops, line_filter=line_shards,
+    decode, pack = _native_packed_parser(schema, checker, line_shards, ops)
+    chunks = _text_chunks(files, ops, decode, line_filter=line_shards,
                           shuffle_files=shuffle_files, seed=seed,
                           parallel_files=parallel_files)
-    pack = _native_packed_parser(schema, checker, line_shards, ops)
   else:
     chunks = _line_chunks(files, line_filter=line_shards,
                           shuffle_files=shuffle_files, seed=seed,

@@ -12,7 +12,9 @@ Hot spots of CPU training where stock ops cost several times the work
   CSV/TSV files with a header and named column roles (``data.tabular``): any
   delimiter, RFC 4180 quotes, dense values that are empty, negative or
   fractional, ignored columns; it keeps exactly the lines the stock ops keep,
-  with the same values and hashes (tests compare them).
+  with the same values and hashes (tests compare them). ``ReadCompleteLines``
+  reads a plain file's blocks of whole lines for it, each block on its own,
+  so blocks are read and decoded in parallel.
 * ``EmbeddingAdagradUpdate`` (``embedding_adagrad.cc``), training: Keras
   Adagrad spends about a dozen ops per embedding table and step (unique,
   segment sum, two scatters, a gather, element-wise ops); the op updates all
@@ -73,6 +75,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_FILES = tuple(os.path.join(_HERE, name)
                      for name in ("criteo_rows.cc", "embedding_adagrad.cc",
                                   "smelu.cc", "tabular_rows.cc"))
+HEADER_FILES = (os.path.join(_HERE, "decoded_rows.h"),)
 ENV_SWITCH = "RECSYS_SMELU_NATIVE_OPS"
 _SWITCH_VALUES = ("auto", "1", "0")
 # -ffp-contract=off: no fused multiply-adds, so the float arithmetic is the
@@ -129,7 +132,7 @@ def _cache_key() -> str:
   """Hash of the sources, the TensorFlow version and the compile command."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   key = hashlib.sha256()
-  for source_file in SOURCE_FILES:
+  for source_file in SOURCE_FILES + HEADER_FILES:
     with open(source_file, "rb") as source:
       key.update(source.read())
   key.update(tf.__version__.encode())
@@ -380,10 +383,11 @@ def decode_delimited_text(module, text, **kwargs):
   return tuple(module.decode_delimited_text(text, **kwargs))
 
 
-def split_complete_lines(module, text):
-  """(text up to and including its last ``\n``, the rest, the number of
-  ``\n`` in the first) of a scalar ``text``."""
-  return tuple(module.split_complete_lines(text))
+def read_complete_lines(module, filename, offset, length):
+  """The text of the lines of ``filename`` whose ``\n`` lies in bytes
+  [offset, offset + length); for offset >= the file size, the last line
+  when it has no ``\n``, else "" (``ReadCompleteLines``)."""
+  return module.read_complete_lines(filename, offset, length)
 
 
 def building_xla_graph() -> bool:

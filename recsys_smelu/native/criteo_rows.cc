@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "decoded_rows.h"
 #include "absl/strings/str_cat.h"
 #include "farmhash.h"  // util::Fingerprint64, exported by libtensorflow_framework
 #include "tensorflow/core/framework/op.h"
@@ -77,7 +78,7 @@ class DecodeCriteoRowsOp : public OpKernel {
       OP_REQUIRES(context, modulus > 0,
                   absl::InvalidArgumentError(
                       absl::StrCat("moduli must be > 0, got ", modulus)));
-      moduli_.push_back(static_cast<uint64_t>(modulus));
+      moduli_.emplace_back(static_cast<uint64_t>(modulus));
     }
   }
 
@@ -89,34 +90,10 @@ class DecodeCriteoRowsOp : public OpKernel {
                     absl::StrCat("lines must be a vector, got shape ",
                                  lines_tensor.shape().DebugString())));
     const auto lines = lines_tensor.vec<tstring>();
-    const int64_t n = lines.size();
-    const int64_t num_categorical = moduli_.size();
-    Tensor* label = nullptr;
-    Tensor* dense = nullptr;
-    Tensor* hashes = nullptr;
-    Tensor* valid = nullptr;
-    OP_REQUIRES_OK(context,
-                   context->allocate_output(0, TensorShape({n}), &label));
-    OP_REQUIRES_OK(context, context->allocate_output(
-                                1, TensorShape({n, num_dense_}), &dense));
-    OP_REQUIRES_OK(context, context->allocate_output(
-                                2, TensorShape({n, num_categorical}), &hashes));
-    OP_REQUIRES_OK(context,
-                   context->allocate_output(3, TensorShape({n}), &valid));
-    float* label_out = label->flat<float>().data();
-    float* dense_out = dense->flat<float>().data();
-    int64_t* hashes_out = hashes->flat<int64_t>().data();
-    bool* valid_out = valid->flat<bool>().data();
-    for (int64_t i = 0; i < n; ++i) {
-      float* dense_row = dense_out + i * num_dense_;
-      int64_t* hashes_row = hashes_out + i * num_categorical;
-      valid_out[i] = DecodeLine(lines(i), &label_out[i], dense_row, hashes_row);
-      if (!valid_out[i]) {
-        label_out[i] = 0.0f;
-        std::fill(dense_row, dense_row + num_dense_, 0.0f);
-        std::fill(hashes_row, hashes_row + num_categorical, int64_t{0});
-      }
-    }
+    DecodeRows(context, lines.size(), num_dense_, moduli_.size(),
+               [&](int64_t i, float* label, float* dense, int64_t* hashes) {
+                 return DecodeLine(lines(i), label, dense, hashes);
+               });
   }
 
  private:
@@ -146,7 +123,7 @@ class DecodeCriteoRowsOp : public OpKernel {
       } else {
         const int64_t k = column - 1 - num_dense_;
         hashes[k] = static_cast<int64_t>(
-            util::Fingerprint64(field, field_end - field) % moduli_[k]);
+            moduli_[k].Of(util::Fingerprint64(field, field_end - field)));
       }
       if (tab == nullptr) return column + 1 == num_columns;
       field = tab + 1;
@@ -154,7 +131,7 @@ class DecodeCriteoRowsOp : public OpKernel {
   }
 
   int64_t num_dense_ = 0;
-  std::vector<uint64_t> moduli_;
+  std::vector<FastModulus> moduli_;
 };
 
 REGISTER_OP("DecodeCriteoRows")

@@ -545,3 +545,21 @@ def test_bad_row_error_quotes_the_row_as_the_file_holds_it():
       None, None, message))
   assert str(error) == ('a.csv:4: bad row (quote: x); line content: '
                         '1,"b\\c\tdé\'d\x01' + pipeline.SKIP_HINT)
+
+
+@pytest.mark.parametrize("use_gzip", [False, True])
+def test_header_reads_despite_bad_utf8_in_the_rows_after_it(tmp_path,
+                                                            use_gzip):
+  """Only the header is decoded to read it; an invalid byte in an early
+  row is the bad row's business (reason and line from the reader)."""
+  data = b"\xef\xbb\xbfclick,site\n1,a\xff\n0,b\n"
+  path = tmp_path / ("rows.csv.gz" if use_gzip else "rows.csv")
+  path.write_bytes(gzip.compress(data) if use_gzip else data)
+  spec = tabular.TabularSpec.from_strings(label_column="click",
+                                          categorical_columns="site")
+  assert tabular.read_header(str(path), spec) == ("click", "site")
+  bad = tmp_path / "bad_header.csv"
+  bad.write_bytes(b"click,s\xffte\n1,a\n")
+  with pytest.raises(tabular.DataError, match="bad_header.csv: cannot read "
+                     "the header"):
+    tabular.read_header(str(bad), spec)
