@@ -148,11 +148,13 @@ def dense_transform(values):
   else:
     values = tf.cast(values, tf.float32)
     values = tf.where(tf.math.is_nan(values), tf.zeros_like(values), values)
-  # In float64, then rounded: Eigen's vectorized and scalar log1p differ in the
-  # last float32 bit, which would make a row's value depend on its position in
-  # the batch (and training differ from serving); in float64 the difference
-  # vanishes in the rounding.
-  values = tf.cast(tf.maximum(values, 0.0), tf.float64)
+  # max(x, 0) by a select, not tf.maximum, whose vectorized and scalar
+  # kernels give -0 and +0 for x = -0. In float64, then rounded: Eigen's
+  # vectorized and scalar log1p differ in the last float32 bit. Either would
+  # make a row's value depend on its position in the batch (and training
+  # differ from serving); in float64 the difference vanishes in the rounding.
+  values = tf.cast(tf.where(values > 0.0, values, tf.zeros_like(values)),
+                   tf.float64)
   return tf.cast(tf.math.log1p(values), tf.float32)
 
 

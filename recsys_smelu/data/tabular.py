@@ -47,6 +47,7 @@ import csv
 import dataclasses
 import difflib
 import fractions
+import functools
 import gzip
 import io
 import json
@@ -986,9 +987,11 @@ def _native_packed_parser(schema: TabularSchema, checker: pipeline.ChunkChecker,
 
   The lines are ``lines`` (gzip files) or those of ``text`` (plain files).
   One native op per chunk checks, splits, parses the numbers and hashes the
-  categorical fields in one pass per line (``native.decode_delimited_rows``
-  / ``decode_delimited_text``), as the chunk is read; stock ops
-  do the dense transform, vocabularies and packing. The few bad lines are
+  categorical fields in one pass per line, as the chunk is read: with every
+  categorical column hashed it also applies the dense transform and writes
+  the packed rows (``native.pack_delimited_rows``); with vocabularies it
+  gives the hashes (``native.decode_delimited_rows``) and stock ops do the
+  lookups, the dense transform and the packing. The few bad lines are
   decoded again by the stock ops to describe them, so reasons and messages
   are the stock path's."""
   layout = _Layout(schema)
@@ -1000,17 +1003,26 @@ def _native_packed_parser(schema: TabularSchema, checker: pipeline.ChunkChecker,
       categorical_columns=[layout.index[n] for n in spec.categorical_columns],
       moduli=[features_lib.hash_modulus(f) for f in features.categorical])
   all_hashed = all(f.vocabulary is None for f in features.categorical)
+  if all_hashed:  # packed rows straight from the op (lines or a text)
+    decode_lines = decode_text = functools.partial(
+        native.pack_delimited_rows, ops,
+        dense_transform=features.dense_transform,
+        dense_mean=features.dense_mean, dense_std=features.dense_std,
+        **columns)
+  else:
+    decode_lines = functools.partial(native.decode_delimited_rows, ops,
+                                     **columns)
+    decode_text = functools.partial(native.decode_delimited_text, ops,
+                                    **columns)
 
   def decode(lines, text):
-    """(label, dense, hashes, valid), number of lines."""
-    decoded = tf.cond(
-        tf.size(lines) > 0,
-        lambda: native.decode_delimited_rows(ops, lines, **columns),
-        lambda: native.decode_delimited_text(ops, text, **columns))
-    return decoded, tf.shape(decoded[3], out_type=tf.int64)[0]
+    """(the op's outputs, valid last), number of lines."""
+    decoded = tf.cond(tf.size(lines) > 0, lambda: decode_lines(lines),
+                      lambda: decode_text(text))
+    return decoded, tf.shape(decoded[-1], out_type=tf.int64)[0]
 
   def parse(filename, first_line, lines, text, decoded):
-    label, dense, hashes, valid = decoded
+    valid = decoded[-1]
     has_lines = tf.size(lines) > 0
     n = tf.shape(valid, out_type=tf.int64)[0]
     line_numbers, mine = _line_mask(filename, first_line, tf.range(n),
@@ -1027,14 +1039,15 @@ def _native_packed_parser(schema: TabularSchema, checker: pipeline.ChunkChecker,
                            bad_lines, decoded, layout)
 
     dependency = checker(mine & ~valid, describe_bad)
-    ids = None
-    if features.categorical and all_hashed:
-      ids = tf.cast(hashes, tf.int32)
-    elif features.categorical:
-      ids = tf.stack([features_lib.ids_from_hashes(hashes[:, k], feature)
-                      for k, feature in enumerate(features.categorical)],
-                     axis=1)
-    rows = packed_lib.pack_columns(label, transform_dense(dense, schema), ids)
+    if all_hashed:
+      rows = decoded[0]
+    else:
+      label, dense, hashes, _ = decoded
+      rows = packed_lib.pack_columns(
+          label, transform_dense(dense, schema),
+          tf.stack([features_lib.ids_from_hashes(hashes[:, k], feature)
+                    for k, feature in enumerate(features.categorical)],
+                   axis=1))
     with tf.control_dependencies([dependency]):
       return pipeline.keep_rows(rows, mine & valid)
 

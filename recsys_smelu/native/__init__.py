@@ -14,7 +14,10 @@ Hot spots of CPU training where stock ops cost several times the work
   fractional, ignored columns; it keeps exactly the lines the stock ops keep,
   with the same values and hashes (tests compare them). ``ReadCompleteLines``
   reads a plain file's blocks of whole lines for it, each block on its own,
-  so blocks are read and decoded in parallel.
+  so blocks are read and decoded in parallel; ``PackDelimitedRows`` /
+  ``PackDelimitedText`` decode the same way into packed rows, the dense
+  transform applied (hashed columns only), so no stock op touches a row
+  before batching.
 * ``EmbeddingAdagradUpdate`` (``embedding_adagrad.cc``), training: Keras
   Adagrad spends about a dozen ops per embedding table and step (unique,
   segment sum, two scatters, a gather, element-wise ops); the op updates all
@@ -381,6 +384,28 @@ def decode_delimited_text(module, text, **kwargs):
   kwargs = {k: list(v) if isinstance(v, (list, tuple)) else v
             for k, v in kwargs.items()}
   return tuple(module.decode_delimited_text(text, **kwargs))
+
+
+def pack_delimited_rows(module, lines, *, dense_transform: str,
+                        dense_mean: Sequence[float] = (),
+                        dense_std: Sequence[float] = (), **columns):
+  """``decode_delimited_rows`` (same column arguments) as packed rows:
+  ``(rows int32 [n, 1 + len(dense_columns) + len(moduli)], valid bool
+  [n])`` in ``data.packed.pack_columns``' layout, the bucket ids being the
+  hashes (every modulus <= 2**31) and the dense values transformed by
+  ``dense_transform`` ('log1p_clip0', 'none', 'standardize' with
+  ``dense_mean``/``dense_std``) as ``features.transform_dense_values`` does;
+  invalid lines are rows of zeros. ``lines`` is a vector of lines, or a
+  scalar text of lines (as ``decode_delimited_text`` takes it)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  lines = tf.convert_to_tensor(lines, tf.string)
+  columns = {k: list(v) if isinstance(v, (list, tuple)) else v
+             for k, v in columns.items()}
+  op = (module.pack_delimited_text if lines.shape.rank == 0
+        else module.pack_delimited_rows)
+  return tuple(op(lines, tf.constant(list(dense_mean), tf.float64),
+                  tf.constant(list(dense_std), tf.float64),
+                  dense_transform=dense_transform, **columns))
 
 
 def read_complete_lines(module, filename, offset, length):

@@ -4,6 +4,9 @@
 // the same for the lines of one text (a block of a plain file: lines ended by
 // '\n', one '\r' before it dropped), so no string is made per line;
 // ReadCompleteLines reads the block of a plain file that the decoder takes.
+// PackDelimitedRows / PackDelimitedText decode the same way and write the
+// packed rows (recsys_smelu.data.packed) directly, the dense transform
+// applied, for schemas whose categorical columns are all hashed.
 //
 // A line is valid exactly when the stock-op path of tabular._chunk_parser
 // keeps it:
@@ -22,6 +25,12 @@
 //   dense[i, j]   = float(double value of dense field j) (NaN if empty)
 //   hashes[i, k]  = Fingerprint64(unquoted categorical field k) % moduli[k]
 //                   (= tf.strings.to_hash_bucket_fast(field, moduli[k]))
+// The Pack ops give rows[i] = [bits(label), bits(t(dense[i, j])) for j,
+// int32(hashes[i, k]) for k] (packed.pack_columns' layout), t being the
+// dense transform as features.transform_dense_values computes it: x = 0 when
+// missing, then log1p_clip0: float(log1p(double(max(x, +0)))); none: x;
+// standardize: float((double(x) - mean[j]) / std[j]). A subnormal x reads as
+// a zero of its sign, as TensorFlow's kernels read it (denormals flushed).
 // An invalid line gives valid[i] = false and zeros in its rows; why it is
 // invalid is for the caller to find (it re-reads the few bad lines with the
 // stock ops, so that reasons and messages are the stock path's).
@@ -75,6 +84,8 @@ constexpr double kPowersOfTen[kMaxExactPower + 1] = {
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 enum Role : int8_t { kIgnore, kLabel, kDense, kCategorical };
+
+constexpr int kLog1pTableSize = 1 << 12;
 
 inline bool IsDigit(char c) {
   return static_cast<unsigned char>(c) - '0' <= 9u;
@@ -131,6 +142,20 @@ double ParseSlow(const char* begin, const char* end) {
 // Parses a dense field [begin, end) (non-empty); false unless it matches the
 // number grammar and its value is within float32.
 bool ParseNumber(const char* begin, const char* end, float* value) {
+  // The common field, [-]digits (at most 15: exact in a double): converted
+  // directly, the same value as below.
+  if (end - begin <= 16) {
+    const char* p = begin + (*begin == '-');
+    if (p < end && end - p <= 15) {
+      uint64_t integer = 0;
+      for (; p < end && IsDigit(*p); ++p) integer = integer * 10 + (*p - '0');
+      if (p == end) {
+        const double magnitude = static_cast<double>(integer);
+        *value = static_cast<float>(*begin == '-' ? -magnitude : magnitude);
+        return true;
+      }
+    }
+  }
   const char* p = begin;
   bool negative = false;
   if (*p == '+' || *p == '-') {
@@ -204,8 +229,9 @@ bool ParseNumber(const char* begin, const char* end, float* value) {
 
 class DecodeDelimitedRowsOp : public OpKernel {
  public:
-  DecodeDelimitedRowsOp(OpKernelConstruction* context, bool text_input)
-      : OpKernel(context), text_input_(text_input) {
+  DecodeDelimitedRowsOp(OpKernelConstruction* context, bool text_input,
+                        bool packed)
+      : OpKernel(context), text_input_(text_input), packed_(packed) {
     std::string delimiter;
     OP_REQUIRES_OK(context, context->GetAttr("delimiter", &delimiter));
     OP_REQUIRES(context,
@@ -250,6 +276,29 @@ class DecodeDelimitedRowsOp : public OpKernel {
       moduli_.emplace_back(static_cast<uint64_t>(moduli[k]));
     }
     num_dense_ = dense_columns.size();
+    if (packed_) {
+      std::string transform;
+      OP_REQUIRES_OK(context, context->GetAttr("dense_transform", &transform));
+      if (transform == "log1p_clip0") {
+        transform_ = kLog1pClip0;
+      } else if (transform == "none") {
+        transform_ = kNone;
+      } else if (transform == "standardize") {
+        transform_ = kStandardize;
+      } else {
+        OP_REQUIRES(context, false,
+                    absl::InvalidArgumentError(absl::StrCat(
+                        "dense_transform must be log1p_clip0, none or "
+                        "standardize, got '", transform, "'")));
+      }
+      for (const int64_t modulus : moduli) {
+        OP_REQUIRES(context,
+                    modulus <= int64_t{std::numeric_limits<int32_t>::max()} + 1,
+                    absl::InvalidArgumentError(absl::StrCat(
+                        "packed rows hold int32 ids: moduli must be <= 2^31, "
+                        "got ", modulus)));
+      }
+    }
   }
 
   void Compute(OpKernelContext* context) override {
@@ -289,14 +338,110 @@ class DecodeDelimitedRowsOp : public OpKernel {
       }
     }
     std::string unquoted;  // a quoted field's value with "" -> "
-    DecodeRows(context, spans.size(), num_dense_, moduli_.size(),
-               [&](int64_t i, float* label, float* dense, int64_t* hashes) {
-                 return DecodeLine(spans[i].first, spans[i].second, label,
-                                   dense, hashes, &unquoted);
-               });
+    auto decode_line = [&](int64_t i, float* label, float* dense,
+                           int64_t* hashes) {
+      return DecodeLine(spans[i].first, spans[i].second, label, dense, hashes,
+                        &unquoted);
+    };
+    if (packed_) {
+      PackRows(context, spans.size(), decode_line);
+    } else {
+      DecodeRows(context, spans.size(), num_dense_, moduli_.size(),
+                 decode_line);
+    }
   }
 
  private:
+  enum Transform { kLog1pClip0, kNone, kStandardize };
+
+  // Outputs rows int32 [n, 1 + num_dense + num_categorical] and valid [n]
+  // (file comment) from decode_line(i, &label, dense, hashes).
+  template <typename DecodeLineFn>
+  void PackRows(OpKernelContext* context, int64_t n,
+                DecodeLineFn decode_line) const {
+    const int64_t num_categorical = moduli_.size();
+    const double* mean = nullptr;
+    const double* stddev = nullptr;
+    if (transform_ == kStandardize) {
+      const Tensor& mean_input = context->input(1);
+      const Tensor& std_input = context->input(2);
+      OP_REQUIRES(context,
+                  mean_input.NumElements() == num_dense_ &&
+                      std_input.NumElements() == num_dense_,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "standardize needs ", num_dense_, " means and stds, got ",
+                      mean_input.NumElements(), " and ",
+                      std_input.NumElements())));
+      mean = mean_input.flat<double>().data();
+      stddev = std_input.flat<double>().data();
+    }
+    const int64_t width = 1 + num_dense_ + num_categorical;
+    Tensor* rows = nullptr;
+    Tensor* valid = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(
+                                0, TensorShape({n, width}), &rows));
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(1, TensorShape({n}), &valid));
+    int32_t* rows_out = rows->flat<int32_t>().data();
+    bool* valid_out = valid->flat<bool>().data();
+    std::vector<float> dense(num_dense_);
+    std::vector<int64_t> hashes(num_categorical);
+    for (int64_t i = 0; i < n; ++i) {
+      int32_t* row = rows_out + i * width;
+      float label = 0.0f;
+      valid_out[i] = decode_line(i, &label, dense.data(), hashes.data());
+      if (!valid_out[i]) {
+        std::fill(row, row + width, 0);
+        continue;
+      }
+      row[0] = Bits(label);
+      for (int64_t j = 0; j < num_dense_; ++j) {
+        row[1 + j] = Bits(TransformDense(dense[j], j, mean, stddev));
+      }
+      for (int64_t k = 0; k < num_categorical; ++k) {
+        row[1 + num_dense_ + k] = static_cast<int32_t>(hashes[k]);
+      }
+    }
+  }
+
+  static int32_t Bits(float value) {
+    int32_t bits;
+    std::memcpy(&bits, &value, sizeof(bits));
+    return bits;
+  }
+
+  // t(x) of the file comment.
+  float TransformDense(float x, int64_t j, const double* mean,
+                       const double* stddev) const {
+    if (std::isnan(x)) return 0.0f;  // missing
+    if (std::fpclassify(x) == FP_SUBNORMAL) x = std::copysign(0.0f, x);
+    switch (transform_) {
+      case kLog1pClip0: {
+        // max(x, 0) as tf.maximum gives it: -0 -> +0.
+        if (!(x > 0.0f)) return 0.0f;
+        // Small integers (most counts) from a table of the same values.
+        static const std::vector<float>* const table = [] {
+          auto* values = new std::vector<float>(kLog1pTableSize);
+          for (int i = 0; i < kLog1pTableSize; ++i) {
+            (*values)[i] = static_cast<float>(std::log1p(static_cast<double>(i)));
+          }
+          return values;
+        }();
+        if (x < kLog1pTableSize) {
+          const int i = static_cast<int>(x);
+          if (static_cast<float>(i) == x) return (*table)[i];
+        }
+        return static_cast<float>(std::log1p(static_cast<double>(x)));
+      }
+      case kNone:
+        return x;
+      case kStandardize:
+        return static_cast<float>((static_cast<double>(x) - mean[j]) /
+                                  stddev[j]);
+    }
+    return 0.0f;
+  }
+
   // Decodes one field's value [begin, end) (already unquoted) in its role.
   bool DecodeField(int64_t column, const char* begin, const char* end,
                    float* label, float* dense, int64_t* hashes) const {
@@ -434,6 +579,8 @@ class DecodeDelimitedRowsOp : public OpKernel {
   }
 
   const bool text_input_;
+  const bool packed_;
+  Transform transform_ = kLog1pClip0;
   char delimiter_ = ',';
   std::vector<int8_t> role_;
   std::vector<int> slot_;
@@ -441,16 +588,11 @@ class DecodeDelimitedRowsOp : public OpKernel {
   std::vector<FastModulus> moduli_;
 };
 
-class DecodeDelimitedLinesOp : public DecodeDelimitedRowsOp {
+template <bool kTextInput, bool kPacked>
+class DelimitedOp : public DecodeDelimitedRowsOp {
  public:
-  explicit DecodeDelimitedLinesOp(OpKernelConstruction* context)
-      : DecodeDelimitedRowsOp(context, /*text_input=*/false) {}
-};
-
-class DecodeDelimitedTextOp : public DecodeDelimitedRowsOp {
- public:
-  explicit DecodeDelimitedTextOp(OpKernelConstruction* context)
-      : DecodeDelimitedRowsOp(context, /*text_input=*/true) {}
+  explicit DelimitedOp(OpKernelConstruction* context)
+      : DecodeDelimitedRowsOp(context, kTextInput, kPacked) {}
 };
 
 absl::Status DecodeShape(InferenceContext* c, bool text_input) {
@@ -467,16 +609,43 @@ absl::Status DecodeShape(InferenceContext* c, bool text_input) {
   return absl::OkStatus();
 }
 
-#define RECSYS_SMELU_DECODE_ATTRS                  \
+absl::Status PackShape(InferenceContext* c, bool text_input) {
+  ShapeHandle input;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), text_input ? 0 : 1, &input));
+  for (int i = 1; i < 3; ++i) {
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 1, &input));
+  }
+  std::vector<int64_t> dense_columns, moduli;
+  TF_RETURN_IF_ERROR(c->GetAttr("dense_columns", &dense_columns));
+  TF_RETURN_IF_ERROR(c->GetAttr("moduli", &moduli));
+  const auto n = text_input ? c->UnknownDim() : c->Dim(c->input(0), 0);
+  c->set_output(0, c->Matrix(n, static_cast<int64_t>(1 + dense_columns.size() +
+                                                     moduli.size())));
+  c->set_output(1, c->Vector(n));
+  return absl::OkStatus();
+}
+
+#define RECSYS_SMELU_COLUMN_ATTRS                  \
   .Attr("delimiter: string")                       \
       .Attr("num_columns: int >= 1")               \
       .Attr("label_column: int >= 0")              \
       .Attr("dense_columns: list(int) >= 0")       \
       .Attr("categorical_columns: list(int) >= 0") \
-      .Attr("moduli: list(int) >= 0")              \
-      .Output("label: float")                      \
-      .Output("dense: float")                      \
-      .Output("hashes: int64")                     \
+      .Attr("moduli: list(int) >= 0")
+
+#define RECSYS_SMELU_DECODE_ATTRS \
+  RECSYS_SMELU_COLUMN_ATTRS       \
+      .Output("label: float")     \
+      .Output("dense: float")     \
+      .Output("hashes: int64")    \
+      .Output("valid: bool")
+
+#define RECSYS_SMELU_PACK_ATTRS           \
+  .Input("dense_mean: double")            \
+      .Input("dense_std: double")         \
+      RECSYS_SMELU_COLUMN_ATTRS           \
+      .Attr("dense_transform: string")    \
+      .Output("rows: int32")              \
       .Output("valid: bool")
 
 REGISTER_OP("DecodeDelimitedRows")
@@ -491,12 +660,30 @@ REGISTER_OP("DecodeDelimitedText")
     .SetShapeFn([](InferenceContext* c) { return DecodeShape(c, true); })
     .Doc("DecodeDelimitedRows of the lines of one text; see tabular_rows.cc.");
 
+REGISTER_OP("PackDelimitedRows")
+    .Input("lines: string")
+    RECSYS_SMELU_PACK_ATTRS
+    .SetShapeFn([](InferenceContext* c) { return PackShape(c, false); })
+    .Doc("DecodeDelimitedRows as packed rows; see tabular_rows.cc.");
+
+REGISTER_OP("PackDelimitedText")
+    .Input("text: string")
+    RECSYS_SMELU_PACK_ATTRS
+    .SetShapeFn([](InferenceContext* c) { return PackShape(c, true); })
+    .Doc("DecodeDelimitedText as packed rows; see tabular_rows.cc.");
+
+#undef RECSYS_SMELU_PACK_ATTRS
 #undef RECSYS_SMELU_DECODE_ATTRS
+#undef RECSYS_SMELU_COLUMN_ATTRS
 
 REGISTER_KERNEL_BUILDER(Name("DecodeDelimitedRows").Device(DEVICE_CPU),
-                        DecodeDelimitedLinesOp);
+                        DelimitedOp<false, false>);
 REGISTER_KERNEL_BUILDER(Name("DecodeDelimitedText").Device(DEVICE_CPU),
-                        DecodeDelimitedTextOp);
+                        DelimitedOp<true, false>);
+REGISTER_KERNEL_BUILDER(Name("PackDelimitedRows").Device(DEVICE_CPU),
+                        DelimitedOp<false, true>);
+REGISTER_KERNEL_BUILDER(Name("PackDelimitedText").Device(DEVICE_CPU),
+                        DelimitedOp<true, true>);
 
 // ReadCompleteLines: (filename, offset, length) -> text: the lines of a
 // file whose '\n' lies in [offset, offset + length), i.e. the bytes from

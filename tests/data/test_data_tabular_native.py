@@ -1,5 +1,6 @@
-"""The tabular reader's native decoder (``DecodeDelimitedRows`` /
-``DecodeDelimitedText``) against its stock-op path: the same batches (bit
+"""The tabular reader's native decoder (``PackDelimitedRows`` / ``Text``,
+and ``DecodeDelimitedRows`` / ``Text`` with vocabularies) against its
+stock-op path: the same batches (bit
 for bit), the same bad rows with the same reasons and messages, on CSV and
 TSV files with a header holding quotes, empty, negative and fractional dense
 values, non-ASCII text and bad rows; and the stock path alone with the native
@@ -108,8 +109,8 @@ def small_blocks(monkeypatch):
 
 
 @pytest.mark.parametrize("case", [
-    "csv", "tsv", "csv_crlf", "csv_gzip", "csv_standardize_vocab",
-    "csv_line_shard", "csv_small_blocks"])
+    "csv", "tsv", "csv_crlf", "csv_gzip", "csv_standardize",
+    "csv_standardize_vocab", "csv_line_shard", "csv_small_blocks"])
 def test_native_and_stock_paths_give_identical_batches_and_bad_rows(
     ops, tmp_path, monkeypatch, case):
   del ops
@@ -122,8 +123,10 @@ def test_native_and_stock_paths_give_identical_batches_and_bad_rows(
                 _lines(delimiter), crlf=case == "csv_crlf",
                 use_gzip=case == "csv_gzip", repeat=3)
   kwargs = {}
-  if case == "csv_standardize_vocab":
+  if case == "csv_standardize_vocab":  # hashes from the op, stock lookups
     spec = _spec(dense_transform="standardize", vocabulary_columns="site")
+  elif case == "csv_standardize":  # packed rows from the op
+    spec = _spec(dense_transform="standardize")
   else:
     spec = _spec("tsv" if case == "tsv" else "csv")
   if case == "csv_line_shard":
