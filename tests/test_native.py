@@ -477,6 +477,30 @@ def test_packed_rows_equal_the_decoded_rows_transformed_and_packed(
   np.testing.assert_array_equal(text_valid.numpy(), valid.numpy())
 
 
+def test_short_value_hash_cache_is_exact(ops):
+  """Values of 0-8 bytes go through a direct-mapped cache per column
+  (ShortValueHashes): thousands of distinct, colliding values in one call,
+  repeated in shuffled order, with longer ones between, still hash exactly
+  as tf.strings.to_hash_bucket_fast."""
+  rng = np.random.default_rng(11)
+  alphabet = np.array(list("0123456789abcdef\x00 "))
+  values = sorted({"".join(rng.choice(alphabet, int(rng.integers(0, 10))))
+                   for _ in range(6000)})
+  column = list(rng.permutation(values * 3))
+  other = list(rng.permutation(column))
+  lines = [f"1,{a},{b}".encode() for a, b in zip(column, other)]
+  label, dense, hashes, valid = native.decode_delimited_text(
+      ops, tf.constant(b"\n".join(lines)), delimiter=",", num_columns=3,
+      label_column=0, dense_columns=[], categorical_columns=[1, 2],
+      moduli=[2**62, 1009])
+  del label, dense
+  assert valid.numpy().all()
+  np.testing.assert_array_equal(
+      hashes.numpy()[:, 0], tf.strings.to_hash_bucket_fast(column, 2**62))
+  np.testing.assert_array_equal(
+      hashes.numpy()[:, 1], tf.strings.to_hash_bucket_fast(other, 1009))
+
+
 def test_packed_rows_reject_bad_attributes(ops):
   base = dict(delimiter=",", num_columns=2, label_column=0, dense_columns=[],
               categorical_columns=[1], moduli=[10])

@@ -23,8 +23,8 @@ struct FastModulus {
     const uint64_t q = static_cast<uint64_t>(
         (static_cast<unsigned __int128>(n) * multiplier) >> 64);
     uint64_t r = n - q * divisor;
-    while (r >= divisor) r -= divisor;
-    return r;
+    r = r >= divisor ? r - divisor : r;  // selects, not branches
+    return r >= divisor ? r - divisor : r;
   }
 };
 

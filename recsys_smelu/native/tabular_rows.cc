@@ -227,6 +227,50 @@ bool ParseNumber(const char* begin, const char* end, float* value) {
   return true;
 }
 
+// Fingerprint64(value) % moduli[k] of categorical column k's values, those
+// of at most 8 bytes (the common id) through a direct-mapped cache per
+// column, for one op call: values repeat within a block (ids follow power
+// laws), and a hit costs a compare instead of a Fingerprint64. Exact: an
+// entry holds the value's bytes and length.
+class ShortValueHashes {
+ public:
+  explicit ShortValueHashes(const std::vector<FastModulus>& moduli)
+      : moduli_(moduli), entries_(moduli.size() << kSlotBits) {}
+
+  // value[0, length) is readable up to readable_end (>= value + length).
+  uint64_t Of(int64_t k, const char* value, int64_t length,
+              const char* readable_end) {
+    if (length > 8) return moduli_[k].Of(util::Fingerprint64(value, length));
+    uint64_t word = 0;
+    if (readable_end - value >= 8) {
+      std::memcpy(&word, value, 8);
+      if (length < 8) word &= (uint64_t{1} << (8 * length)) - 1;
+    } else {
+      std::memcpy(&word, value, length);
+    }
+    const uint64_t slot =
+        ((word + static_cast<uint64_t>(length)) * 0x9E3779B97F4A7C15ull) >>
+        (64 - kSlotBits);
+    Entry& entry = entries_[(static_cast<uint64_t>(k) << kSlotBits) + slot];
+    if (entry.length != length || entry.word != word) {
+      entry.word = word;
+      entry.length = length;
+      entry.hash = moduli_[k].Of(util::Fingerprint64(value, length));
+    }
+    return entry.hash;
+  }
+
+ private:
+  static constexpr int kSlotBits = 8;
+  struct Entry {
+    uint64_t word = 0;
+    int64_t length = -1;  // empty
+    uint64_t hash = 0;
+  };
+  const std::vector<FastModulus>& moduli_;
+  std::vector<Entry> entries_;
+};
+
 class DecodeDelimitedRowsOp : public OpKernel {
  public:
   DecodeDelimitedRowsOp(OpKernelConstruction* context, bool text_input,
@@ -276,11 +320,20 @@ class DecodeDelimitedRowsOp : public OpKernel {
       moduli_.emplace_back(static_cast<uint64_t>(moduli[k]));
     }
     num_dense_ = dense_columns.size();
+    label_column_ = label_column;
+    dense_columns_.assign(dense_columns.begin(), dense_columns.end());
+    categorical_columns_.assign(categorical_columns.begin(),
+                                categorical_columns.end());
     if (packed_) {
       std::string transform;
       OP_REQUIRES_OK(context, context->GetAttr("dense_transform", &transform));
       if (transform == "log1p_clip0") {
         transform_ = kLog1pClip0;
+        log1p_table_.resize(kLog1pTableSize);
+        for (int i = 0; i < kLog1pTableSize; ++i) {
+          log1p_table_[i] =
+              static_cast<float>(std::log1p(static_cast<double>(i)));
+        }
       } else if (transform == "none") {
         transform_ = kNone;
       } else if (transform == "standardize") {
@@ -338,10 +391,12 @@ class DecodeDelimitedRowsOp : public OpKernel {
       }
     }
     std::string unquoted;  // a quoted field's value with "" -> "
+    std::vector<int64_t> starts(role_.size() + 1);  // DecodeLine's
+    ShortValueHashes short_hashes(moduli_);
     auto decode_line = [&](int64_t i, float* label, float* dense,
                            int64_t* hashes) {
       return DecodeLine(spans[i].first, spans[i].second, label, dense, hashes,
-                        &unquoted);
+                        &unquoted, starts.data(), &short_hashes);
     };
     if (packed_) {
       PackRows(context, spans.size(), decode_line);
@@ -395,8 +450,29 @@ class DecodeDelimitedRowsOp : public OpKernel {
         continue;
       }
       row[0] = Bits(label);
-      for (int64_t j = 0; j < num_dense_; ++j) {
-        row[1 + j] = Bits(TransformDense(dense[j], j, mean, stddev));
+      int32_t* const dense_out = row + 1;
+      switch (transform_) {  // t(x) of the file comment
+        case kLog1pClip0:
+          for (int64_t j = 0; j < num_dense_; ++j) {
+            dense_out[j] = Bits(Log1pClip0(dense[j]));
+          }
+          break;
+        case kNone:
+          for (int64_t j = 0; j < num_dense_; ++j) {
+            dense_out[j] = Bits(FlushedOrZero(dense[j]));
+          }
+          break;
+        case kStandardize:
+          for (int64_t j = 0; j < num_dense_; ++j) {
+            const float x = dense[j];
+            dense_out[j] =
+                std::isnan(x)
+                    ? 0
+                    : Bits(static_cast<float>(
+                          (static_cast<double>(FlushedOrZero(x)) - mean[j]) /
+                          stddev[j]));
+          }
+          break;
       }
       for (int64_t k = 0; k < num_categorical; ++k) {
         row[1 + num_dense_ + k] = static_cast<int32_t>(hashes[k]);
@@ -410,36 +486,24 @@ class DecodeDelimitedRowsOp : public OpKernel {
     return bits;
   }
 
-  // t(x) of the file comment.
-  float TransformDense(float x, int64_t j, const double* mean,
-                       const double* stddev) const {
-    if (std::isnan(x)) return 0.0f;  // missing
-    if (std::fpclassify(x) == FP_SUBNORMAL) x = std::copysign(0.0f, x);
-    switch (transform_) {
-      case kLog1pClip0: {
-        // max(x, 0) as tf.maximum gives it: -0 -> +0.
-        if (!(x > 0.0f)) return 0.0f;
-        // Small integers (most counts) from a table of the same values.
-        static const std::vector<float>* const table = [] {
-          auto* values = new std::vector<float>(kLog1pTableSize);
-          for (int i = 0; i < kLog1pTableSize; ++i) {
-            (*values)[i] = static_cast<float>(std::log1p(static_cast<double>(i)));
-          }
-          return values;
-        }();
-        if (x < kLog1pTableSize) {
-          const int i = static_cast<int>(x);
-          if (static_cast<float>(i) == x) return (*table)[i];
-        }
-        return static_cast<float>(std::log1p(static_cast<double>(x)));
-      }
-      case kNone:
-        return x;
-      case kStandardize:
-        return static_cast<float>((static_cast<double>(x) - mean[j]) /
-                                  stddev[j]);
+  // x, or 0 when missing (NaN); a subnormal x as a zero of its sign.
+  static float FlushedOrZero(float x) {
+    if (std::isnan(x)) return 0.0f;
+    return std::fabs(x) < std::numeric_limits<float>::min()
+               ? std::copysign(0.0f, x)
+               : x;
+  }
+
+  // log1p_clip0's t(x): +0 for missing, x <= 0 (-0 too: tf.maximum's
+  // kernels disagree there, the stock transform selects) and subnormals;
+  // small integers (most counts) from a table of the same values.
+  float Log1pClip0(float x) const {
+    if (!(x >= std::numeric_limits<float>::min())) return 0.0f;
+    if (x < kLog1pTableSize) {
+      const int i = static_cast<int>(x);
+      if (static_cast<float>(i) == x) return log1p_table_[i];
     }
-    return 0.0f;
+    return static_cast<float>(std::log1p(static_cast<double>(x)));
   }
 
   // Decodes one field's value [begin, end) (already unquoted) in its role.
@@ -470,25 +534,23 @@ class DecodeDelimitedRowsOp : public OpKernel {
     return false;
   }
 
-  // The common line, ASCII without quotes: fields found 16 bytes at a time
-  // (one compare per byte class instead of a memchr per field); any other
+  // The common line, ASCII without quotes: the delimiters found 16 bytes at
+  // a time (one compare per byte class instead of a memchr per field), then
+  // the fields decoded role by role (label, dense, categorical: loops without
+  // a branch per column, and the hashes independent of each other); any other
   // line goes to DecodeQuotedLine, which also decides it. Same result as
   // DecodeQuotedLine on every line (tests compare both with the stock ops).
+  // starts has num_columns + 1 entries: field c is [begin + starts[c],
+  // begin + starts[c + 1] - 1); hashes of short values come from
+  // short_hashes.
   bool DecodeLine(const char* const begin, const char* const end,
                   float* label, float* dense, int64_t* hashes,
-                  std::string* unquoted) const {
-    const int64_t last_column = static_cast<int64_t>(role_.size()) - 1;
-    int64_t column = 0;
-    const char* field = begin;
+                  std::string* unquoted, int64_t* starts,
+                  ShortValueHashes* short_hashes) const {
+    const int64_t num_columns = static_cast<int64_t>(role_.size());
+    int64_t count = 0;  // delimiters so far
     const char* p = begin;
-    // A delimiter at e ends field [field, e) of column `column`.
-    auto end_field = [&](const char* e) {
-      if (column >= last_column) return false;  // too many fields
-      if (!DecodeField(column, field, e, label, dense, hashes)) return false;
-      ++column;
-      field = e + 1;
-      return true;
-    };
+    starts[0] = 0;
 #if defined(__SSE2__)
     const __m128i delimiter = _mm_set1_epi8(delimiter_);
     const __m128i quote = _mm_set1_epi8('"');
@@ -503,7 +565,8 @@ class DecodeDelimitedRowsOp : public OpKernel {
       unsigned bits = static_cast<unsigned>(
           _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, delimiter)));
       while (bits != 0) {
-        if (!end_field(p + __builtin_ctz(bits))) return false;
+        if (++count >= num_columns) return false;  // too many fields
+        starts[count] = (p - begin) + __builtin_ctz(bits) + 1;
         bits &= bits - 1;
       }
     }
@@ -513,10 +576,37 @@ class DecodeDelimitedRowsOp : public OpKernel {
       if (c == '"' || static_cast<unsigned char>(c) >= 0x80) {
         return DecodeQuotedLine(begin, end, label, dense, hashes, unquoted);
       }
-      if (c == delimiter_ && !end_field(p)) return false;
+      if (c == delimiter_) {
+        if (++count >= num_columns) return false;  // too many fields
+        starts[count] = (p - begin) + 1;
+      }
     }
-    return column == last_column &&
-           DecodeField(column, field, end, label, dense, hashes);
+    if (count != num_columns - 1) return false;  // too few fields
+    starts[num_columns] = (end - begin) + 1;
+    const char* const field = begin + starts[label_column_];
+    if (starts[label_column_ + 1] - starts[label_column_] != 2 ||
+        (*field != '0' && *field != '1')) {
+      return false;
+    }
+    *label = *field == '1' ? 1.0f : 0.0f;
+    for (int64_t j = 0; j < num_dense_; ++j) {
+      const int64_t column = dense_columns_[j];
+      const char* const b = begin + starts[column];
+      const char* const e = begin + starts[column + 1] - 1;
+      if (b == e) {
+        dense[j] = std::numeric_limits<float>::quiet_NaN();
+      } else if (!ParseNumber(b, e, &dense[j])) {
+        return false;
+      }
+    }
+    const int64_t num_categorical = static_cast<int64_t>(moduli_.size());
+    for (int64_t k = 0; k < num_categorical; ++k) {
+      const int64_t column = categorical_columns_[k];
+      hashes[k] = static_cast<int64_t>(short_hashes->Of(
+          k, begin + starts[column], starts[column + 1] - starts[column] - 1,
+          end));
+    }
+    return true;
   }
 
   // Any line: UTF-8 check, RFC 4180 quotes.
@@ -581,10 +671,14 @@ class DecodeDelimitedRowsOp : public OpKernel {
   const bool text_input_;
   const bool packed_;
   Transform transform_ = kLog1pClip0;
+  std::vector<float> log1p_table_;  // log1p_clip0: t(i) for small i
   char delimiter_ = ',';
   std::vector<int8_t> role_;
   std::vector<int> slot_;
   int64_t num_dense_ = 0;
+  int64_t label_column_ = 0;
+  std::vector<int64_t> dense_columns_;        // file positions, output order
+  std::vector<int64_t> categorical_columns_;  // file positions, output order
   std::vector<FastModulus> moduli_;
 };
 
