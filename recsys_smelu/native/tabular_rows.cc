@@ -360,6 +360,7 @@ class DecodeDelimitedRowsOp : public OpKernel {
     // lines each ended by '\n' (the last one need not be), from which one
     // '\r' before each '\n' is dropped.
     std::vector<std::pair<const char*, const char*>> spans;
+    const char* readable_end = nullptr;  // of the text (text input)
     if (text_input_) {
       OP_REQUIRES(context,
                   ::tensorflow::TensorShapeUtils::IsScalar(input.shape()),
@@ -369,6 +370,7 @@ class DecodeDelimitedRowsOp : public OpKernel {
       const tstring& text = input.scalar<tstring>()();
       const char* p = text.data();
       const char* const end = p + text.size();
+      readable_end = end;
       while (p < end) {
         const char* newline =
             static_cast<const char*>(std::memchr(p, '\n', end - p));
@@ -395,8 +397,10 @@ class DecodeDelimitedRowsOp : public OpKernel {
     ShortValueHashes short_hashes(moduli_);
     auto decode_line = [&](int64_t i, float* label, float* dense,
                            int64_t* hashes) {
-      return DecodeLine(spans[i].first, spans[i].second, label, dense, hashes,
-                        &unquoted, starts.data(), &short_hashes);
+      const char* const line_end = spans[i].second;
+      return DecodeLine(spans[i].first, line_end,
+                        text_input_ ? readable_end : line_end, label, dense,
+                        hashes, &unquoted, starts.data(), &short_hashes);
     };
     if (packed_) {
       PackRows(context, spans.size(), decode_line);
@@ -540,11 +544,13 @@ class DecodeDelimitedRowsOp : public OpKernel {
   // a branch per column, and the hashes independent of each other); any other
   // line goes to DecodeQuotedLine, which also decides it. Same result as
   // DecodeQuotedLine on every line (tests compare both with the stock ops).
+  // Bytes up to readable_end (>= end) may be read, not used.
   // starts has num_columns + 1 entries: field c is [begin + starts[c],
   // begin + starts[c + 1] - 1); hashes of short values come from
   // short_hashes.
   bool DecodeLine(const char* const begin, const char* const end,
-                  float* label, float* dense, int64_t* hashes,
+                  const char* const readable_end, float* label, float* dense,
+                  int64_t* hashes,
                   std::string* unquoted, int64_t* starts,
                   ShortValueHashes* short_hashes) const {
     const int64_t num_columns = static_cast<int64_t>(role_.size());
@@ -569,6 +575,25 @@ class DecodeDelimitedRowsOp : public OpKernel {
         starts[count] = (p - begin) + __builtin_ctz(bits) + 1;
         bits &= bits - 1;
       }
+    }
+    if (p < end && readable_end - p >= 16) {
+      // The last bytes in one load that reads past the line (within the
+      // text), the bits beyond its end masked off.
+      const unsigned mask = (1u << (end - p)) - 1;
+      const __m128i bytes =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      if ((_mm_movemask_epi8(bytes) |
+           _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, quote))) & mask) {
+        return DecodeQuotedLine(begin, end, label, dense, hashes, unquoted);
+      }
+      unsigned bits = static_cast<unsigned>(_mm_movemask_epi8(
+                          _mm_cmpeq_epi8(bytes, delimiter))) & mask;
+      while (bits != 0) {
+        if (++count >= num_columns) return false;  // too many fields
+        starts[count] = (p - begin) + __builtin_ctz(bits) + 1;
+        bits &= bits - 1;
+      }
+      p = end;
     }
 #endif
     for (; p < end; ++p) {
