@@ -560,41 +560,36 @@ class DecodeDelimitedRowsOp : public OpKernel {
 #if defined(__SSE2__)
     const __m128i delimiter = _mm_set1_epi8(delimiter_);
     const __m128i quote = _mm_set1_epi8('"');
-    for (; end - p >= 16; p += 16) {
+    // 16 bytes at p, those of `mask` only: -1 when one is a quote or
+    // non-ASCII (DecodeQuotedLine decides the line), 0 when there are too
+    // many fields, else 1 with the delimiters' field starts recorded.
+    auto scan16 = [&](unsigned mask) {
       const __m128i bytes =
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-      // High bit: a non-ASCII byte.
-      if (_mm_movemask_epi8(bytes) |
-          _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, quote))) {
-        return DecodeQuotedLine(begin, end, label, dense, hashes, unquoted);
-      }
-      unsigned bits = static_cast<unsigned>(
-          _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, delimiter)));
-      while (bits != 0) {
-        if (++count >= num_columns) return false;  // too many fields
-        starts[count] = (p - begin) + __builtin_ctz(bits) + 1;
-        bits &= bits - 1;
-      }
-    }
-    if (p < end && readable_end - p >= 16) {
-      // The last bytes in one load that reads past the line (within the
-      // text), the bits beyond its end masked off.
-      const unsigned mask = (1u << (end - p)) - 1;
-      const __m128i bytes =
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-      if ((_mm_movemask_epi8(bytes) |
+      if ((_mm_movemask_epi8(bytes) |  // high bit: a non-ASCII byte
            _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, quote))) & mask) {
-        return DecodeQuotedLine(begin, end, label, dense, hashes, unquoted);
+        return -1;
       }
       unsigned bits = static_cast<unsigned>(_mm_movemask_epi8(
                           _mm_cmpeq_epi8(bytes, delimiter))) & mask;
-      while (bits != 0) {
-        if (++count >= num_columns) return false;  // too many fields
+      for (; bits != 0; bits &= bits - 1) {
+        if (++count >= num_columns) return 0;  // too many fields
         starts[count] = (p - begin) + __builtin_ctz(bits) + 1;
-        bits &= bits - 1;
       }
+      return 1;
+    };
+    int scanned = 1;
+    for (; scanned == 1 && end - p >= 16; p += 16) scanned = scan16(0xFFFFu);
+    // The last bytes in one load that reads past the line (within the text),
+    // the bits beyond its end masked off.
+    if (scanned == 1 && p < end && readable_end - p >= 16) {
+      scanned = scan16((1u << (end - p)) - 1);
       p = end;
     }
+    if (scanned == -1) {
+      return DecodeQuotedLine(begin, end, label, dense, hashes, unquoted);
+    }
+    if (scanned == 0) return false;
 #endif
     for (; p < end; ++p) {
       const char c = *p;
@@ -714,33 +709,31 @@ class DelimitedOp : public DecodeDelimitedRowsOp {
       : DecodeDelimitedRowsOp(context, kTextInput, kPacked) {}
 };
 
-absl::Status DecodeShape(InferenceContext* c, bool text_input) {
+// Shapes of the Decode ops (label, dense, hashes, valid) and of the Pack ops
+// (rows, valid; inputs 1 and 2 are the standardize statistics).
+absl::Status DelimitedShape(InferenceContext* c, bool text_input,
+                            bool packed) {
   ShapeHandle input;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), text_input ? 0 : 1, &input));
-  std::vector<int64_t> dense_columns, moduli;
-  TF_RETURN_IF_ERROR(c->GetAttr("dense_columns", &dense_columns));
-  TF_RETURN_IF_ERROR(c->GetAttr("moduli", &moduli));
   const auto n = text_input ? c->UnknownDim() : c->Dim(input, 0);
-  c->set_output(0, c->Vector(n));
-  c->set_output(1, c->Matrix(n, static_cast<int64_t>(dense_columns.size())));
-  c->set_output(2, c->Matrix(n, static_cast<int64_t>(moduli.size())));
-  c->set_output(3, c->Vector(n));
-  return absl::OkStatus();
-}
-
-absl::Status PackShape(InferenceContext* c, bool text_input) {
-  ShapeHandle input;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), text_input ? 0 : 1, &input));
-  for (int i = 1; i < 3; ++i) {
-    TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 1, &input));
-  }
   std::vector<int64_t> dense_columns, moduli;
   TF_RETURN_IF_ERROR(c->GetAttr("dense_columns", &dense_columns));
   TF_RETURN_IF_ERROR(c->GetAttr("moduli", &moduli));
-  const auto n = text_input ? c->UnknownDim() : c->Dim(c->input(0), 0);
-  c->set_output(0, c->Matrix(n, static_cast<int64_t>(1 + dense_columns.size() +
-                                                     moduli.size())));
-  c->set_output(1, c->Vector(n));
+  const int64_t num_dense = dense_columns.size();
+  const int64_t num_categorical = moduli.size();
+  if (packed) {
+    ShapeHandle statistics;
+    for (int i = 1; i < 3; ++i) {
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 1, &statistics));
+    }
+    c->set_output(0, c->Matrix(n, 1 + num_dense + num_categorical));
+    c->set_output(1, c->Vector(n));
+    return absl::OkStatus();
+  }
+  c->set_output(0, c->Vector(n));
+  c->set_output(1, c->Matrix(n, num_dense));
+  c->set_output(2, c->Matrix(n, num_categorical));
+  c->set_output(3, c->Vector(n));
   return absl::OkStatus();
 }
 
@@ -770,25 +763,25 @@ absl::Status PackShape(InferenceContext* c, bool text_input) {
 REGISTER_OP("DecodeDelimitedRows")
     .Input("lines: string")
     RECSYS_SMELU_DECODE_ATTRS
-    .SetShapeFn([](InferenceContext* c) { return DecodeShape(c, false); })
+    .SetShapeFn([](InferenceContext* c) { return DelimitedShape(c, false, false); })
     .Doc("Validates and decodes delimited text lines; see tabular_rows.cc.");
 
 REGISTER_OP("DecodeDelimitedText")
     .Input("text: string")
     RECSYS_SMELU_DECODE_ATTRS
-    .SetShapeFn([](InferenceContext* c) { return DecodeShape(c, true); })
+    .SetShapeFn([](InferenceContext* c) { return DelimitedShape(c, true, false); })
     .Doc("DecodeDelimitedRows of the lines of one text; see tabular_rows.cc.");
 
 REGISTER_OP("PackDelimitedRows")
     .Input("lines: string")
     RECSYS_SMELU_PACK_ATTRS
-    .SetShapeFn([](InferenceContext* c) { return PackShape(c, false); })
+    .SetShapeFn([](InferenceContext* c) { return DelimitedShape(c, false, true); })
     .Doc("DecodeDelimitedRows as packed rows; see tabular_rows.cc.");
 
 REGISTER_OP("PackDelimitedText")
     .Input("text: string")
     RECSYS_SMELU_PACK_ATTRS
-    .SetShapeFn([](InferenceContext* c) { return PackShape(c, true); })
+    .SetShapeFn([](InferenceContext* c) { return DelimitedShape(c, true, true); })
     .Doc("DecodeDelimitedText as packed rows; see tabular_rows.cc.");
 
 #undef RECSYS_SMELU_PACK_ATTRS
