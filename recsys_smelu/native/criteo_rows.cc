@@ -90,10 +90,11 @@ class DecodeCriteoRowsOp : public OpKernel {
                     absl::StrCat("lines must be a vector, got shape ",
                                  lines_tensor.shape().DebugString())));
     const auto lines = lines_tensor.vec<tstring>();
-    DecodeRows(context, lines.size(), num_dense_, moduli_.size(),
-               [&](int64_t i, float* label, float* dense, int64_t* hashes) {
-                 return DecodeLine(lines(i), label, dense, hashes);
-               });
+    DecodeRows(context, lines.size(), num_dense_, moduli_.size(), [&] {
+      return [&](int64_t i, float* label, float* dense, int64_t* hashes) {
+        return DecodeLine(lines(i), label, dense, hashes);
+      };
+    });
   }
 
  private:

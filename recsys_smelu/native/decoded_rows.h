@@ -1,5 +1,6 @@
 // Shared by the line decoders (criteo_rows.cc, tabular_rows.cc): their four
-// outputs and the loop that fills them, and n % d without a division.
+// outputs and the loop that fills them (over ranges of rows in parallel),
+// and n % d without a division.
 #ifndef RECSYS_SMELU_NATIVE_DECODED_ROWS_H_
 #define RECSYS_SMELU_NATIVE_DECODED_ROWS_H_
 
@@ -7,6 +8,8 @@
 #include <cstdint>
 
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/platform/threadpool.h"
+#include "tensorflow/core/util/work_sharder.h"
 
 namespace recsys_smelu {
 
@@ -28,14 +31,45 @@ struct FastModulus {
   }
 };
 
+// Rows per range below which ForRowRanges adds no thread: a range must
+// outweigh handing it to another thread.
+constexpr int64_t kMinRowsPerRange = 512;
+
+// Calls rows(begin, end) on consecutive ranges that cover [0, n), in
+// parallel on the op's intra-op worker threads: one range per thread, at
+// most GetPerThreadMaxParallelism() of them (tf.data's
+// threading.max_intra_op_parallelism bounds it), none shorter than
+// kMinRowsPerRange; the calling thread takes one. A chunk's decode then uses
+// every core even when tf.data runs one decode at a time. The lines of a
+// chunk are independent, so the outputs do not depend on the split.
+template <typename RowsFn>
+void ForRowRanges(::tensorflow::OpKernelContext* context, int64_t n,
+                  const RowsFn& rows) {
+  const auto* workers = context->device()->tensorflow_cpu_worker_threads();
+  const int64_t ranges = std::min<int64_t>(
+      {static_cast<int64_t>(workers->num_threads),
+       static_cast<int64_t>(::tensorflow::GetPerThreadMaxParallelism()),
+       n / kMinRowsPerRange});
+  if (ranges <= 1 || workers->workers == nullptr) {
+    rows(int64_t{0}, n);
+    return;
+  }
+  workers->workers->ParallelFor(
+      n,
+      ::tensorflow::thread::ThreadPool::SchedulingParams::Fixed(
+          (n + ranges - 1) / ranges),
+      [&rows](int64_t begin, int64_t end) { rows(begin, end); });
+}
+
 // Allocates outputs label [n], dense [n, num_dense], hashes [n,
 // num_categorical] and valid [n], and sets valid[i] =
 // decode_line(i, &label[i], dense row i, hashes row i); an invalid line's
-// row is zeros.
-template <typename DecodeLine>
+// row is zeros. make_decode_line() gives one decode_line per range of
+// ForRowRanges (each with its own scratch).
+template <typename MakeDecodeLine>
 void DecodeRows(::tensorflow::OpKernelContext* context, int64_t n,
                 int64_t num_dense, int64_t num_categorical,
-                DecodeLine decode_line) {
+                const MakeDecodeLine& make_decode_line) {
   using ::tensorflow::Tensor;
   using ::tensorflow::TensorShape;
   Tensor* label = nullptr;
@@ -54,16 +88,19 @@ void DecodeRows(::tensorflow::OpKernelContext* context, int64_t n,
   float* dense_out = dense->flat<float>().data();
   int64_t* hashes_out = hashes->flat<int64_t>().data();
   bool* valid_out = valid->flat<bool>().data();
-  for (int64_t i = 0; i < n; ++i) {
-    float* dense_row = dense_out + i * num_dense;
-    int64_t* hashes_row = hashes_out + i * num_categorical;
-    valid_out[i] = decode_line(i, &label_out[i], dense_row, hashes_row);
-    if (!valid_out[i]) {
-      label_out[i] = 0.0f;
-      std::fill(dense_row, dense_row + num_dense, 0.0f);
-      std::fill(hashes_row, hashes_row + num_categorical, int64_t{0});
+  ForRowRanges(context, n, [&](int64_t begin, int64_t end) {
+    auto decode_line = make_decode_line();
+    for (int64_t i = begin; i < end; ++i) {
+      float* dense_row = dense_out + i * num_dense;
+      int64_t* hashes_row = hashes_out + i * num_categorical;
+      valid_out[i] = decode_line(i, &label_out[i], dense_row, hashes_row);
+      if (!valid_out[i]) {
+        label_out[i] = 0.0f;
+        std::fill(dense_row, dense_row + num_dense, 0.0f);
+        std::fill(hashes_row, hashes_row + num_categorical, int64_t{0});
+      }
     }
-  }
+  });
 }
 
 }  // namespace recsys_smelu

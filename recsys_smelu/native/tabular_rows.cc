@@ -392,21 +392,24 @@ class DecodeDelimitedRowsOp : public OpKernel {
         spans.emplace_back(lines(i).data(), lines(i).data() + lines(i).size());
       }
     }
-    std::string unquoted;  // a quoted field's value with "" -> "
-    std::vector<int64_t> starts(role_.size() + 1);  // DecodeLine's
-    ShortValueHashes short_hashes(moduli_);
-    auto decode_line = [&](int64_t i, float* label, float* dense,
-                           int64_t* hashes) {
-      const char* const line_end = spans[i].second;
-      return DecodeLine(spans[i].first, line_end,
-                        text_input_ ? readable_end : line_end, label, dense,
-                        hashes, &unquoted, starts.data(), &short_hashes);
+    // One decode_line per range of rows (ForRowRanges), with its scratch.
+    auto make_decode_line = [&] {
+      return [&, unquoted = std::string(),  // a quoted value, "" -> "
+              starts = std::vector<int64_t>(role_.size() + 1),  // DecodeLine's
+              short_hashes = ShortValueHashes(moduli_)](
+                 int64_t i, float* label, float* dense,
+                 int64_t* hashes) mutable {
+        const char* const line_end = spans[i].second;
+        return DecodeLine(spans[i].first, line_end,
+                          text_input_ ? readable_end : line_end, label, dense,
+                          hashes, &unquoted, starts.data(), &short_hashes);
+      };
     };
     if (packed_) {
-      PackRows(context, spans.size(), decode_line);
+      PackRows(context, spans.size(), make_decode_line);
     } else {
       DecodeRows(context, spans.size(), num_dense_, moduli_.size(),
-                 decode_line);
+                 make_decode_line);
     }
   }
 
@@ -414,10 +417,11 @@ class DecodeDelimitedRowsOp : public OpKernel {
   enum Transform { kLog1pClip0, kNone, kStandardize };
 
   // Outputs rows int32 [n, 1 + num_dense + num_categorical] and valid [n]
-  // (file comment) from decode_line(i, &label, dense, hashes).
-  template <typename DecodeLineFn>
+  // (file comment) from decode_line(i, &label, dense, hashes), one
+  // decode_line = make_decode_line() per range of rows (ForRowRanges).
+  template <typename MakeDecodeLine>
   void PackRows(OpKernelContext* context, int64_t n,
-                DecodeLineFn decode_line) const {
+                const MakeDecodeLine& make_decode_line) const {
     const int64_t num_categorical = moduli_.size();
     const double* mean = nullptr;
     const double* stddev = nullptr;
@@ -443,9 +447,21 @@ class DecodeDelimitedRowsOp : public OpKernel {
                    context->allocate_output(1, TensorShape({n}), &valid));
     int32_t* rows_out = rows->flat<int32_t>().data();
     bool* valid_out = valid->flat<bool>().data();
+    ForRowRanges(context, n, [&](int64_t begin, int64_t end) {
+      PackRange(begin, end, make_decode_line(), width, mean, stddev, rows_out,
+                valid_out);
+    });
+  }
+
+  // PackRows' rows [begin, end).
+  template <typename DecodeLineFn>
+  void PackRange(int64_t begin, int64_t end, DecodeLineFn decode_line,
+                 int64_t width, const double* mean, const double* stddev,
+                 int32_t* rows_out, bool* valid_out) const {
+    const int64_t num_categorical = moduli_.size();
     std::vector<float> dense(num_dense_);
     std::vector<int64_t> hashes(num_categorical);
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = begin; i < end; ++i) {
       int32_t* row = rows_out + i * width;
       float label = 0.0f;
       valid_out[i] = decode_line(i, &label, dense.data(), hashes.data());
