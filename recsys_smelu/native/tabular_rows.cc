@@ -229,9 +229,10 @@ bool ParseNumber(const char* begin, const char* end, float* value) {
 
 // Fingerprint64(value) % moduli[k] of categorical column k's values, those
 // of at most 8 bytes (the common id) through a direct-mapped cache per
-// column, for one op call: values repeat within a block (ids follow power
-// laws), and a hit costs a compare instead of a Fingerprint64. Exact: an
-// entry holds the value's bytes and length.
+// column, for one range of rows of an op call (ForRowRanges): values
+// repeat within a block (ids follow power laws), and a hit costs a compare
+// instead of a Fingerprint64. Exact: an entry holds the value's bytes and
+// length.
 class ShortValueHashes {
  public:
   explicit ShortValueHashes(const std::vector<FastModulus>& moduli)
