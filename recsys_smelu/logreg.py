@@ -134,3 +134,70 @@ def select(config: ml_collections.ConfigDict, validation_dataset,
                **point_changes(best["l2"], best["learning_rate"])},
       l2=best["l2"], learning_rate=best["learning_rate"],
       validation_logloss=best["validation_logloss"], grid=grid)
+
+
+# C of scikit-learn's LogisticRegression (the inverse L2 strength) searched
+# by ``sklearn_reference``.
+SKLEARN_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def design_matrix(config: ml_collections.ConfigDict, split: str):
+  """(X, y) of ``split`` ('train' | 'validation' | 'eval') of
+  ``config.data``, rows in file order: X is the one-hot bucket id of every
+  categorical feature (one block of ``num_buckets`` columns per feature)
+  followed by the transformed dense features, a scipy CSR matrix; y the 0/1
+  labels. These are exactly the inputs of ``logreg``'s model."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from scipy import sparse  # pylint: disable=g-import-not-at-top
+  from recsys_smelu import data as data_lib  # pylint: disable=g-import-not-at-top
+  schema = data_lib.build_schema(config)
+  # Training reads drop a short last batch: read rows one at a time.
+  dataset = data_lib.build_dataset(config, split, 1, shuffle=False)
+  dataset = dataset.rebatch(4096)
+  ids, dense, labels = [], [], []
+  for features, label in dataset:
+    sparse_ids = features[data_lib.features.SPARSE_KEY]
+    ids.append(np.stack([sparse_ids[f.name].numpy()
+                         for f in schema.categorical], axis=1))
+    dense.append(features[data_lib.features.DENSE_KEY].numpy())
+    labels.append(label.numpy().reshape(-1))
+  if not labels:
+    raise ValueError(f"logreg.design_matrix: the {split} split has no rows")
+  ids, dense = np.concatenate(ids), np.concatenate(dense)
+  offsets = np.cumsum([0] + [f.num_buckets for f in schema.categorical])
+  rows = np.repeat(np.arange(len(ids)), len(schema.categorical))
+  columns = (ids + offsets[:-1]).reshape(-1)
+  one_hot = sparse.csr_matrix((np.ones(len(rows)), (rows, columns)),
+                              shape=(len(ids), int(offsets[-1])))
+  return (sparse.hstack([one_hot, sparse.csr_matrix(dense)]).tocsr(),
+          np.concatenate(labels))
+
+
+def sklearn_reference(config: ml_collections.ConfigDict,
+                      c_grid: Sequence[float] = SKLEARN_C_GRID
+                      ) -> dict[str, Any]:
+  """scikit-learn's ``LogisticRegression`` (L2, lbfgs run to convergence)
+  on ``design_matrix``'s features of ``config.data``, its C chosen on the
+  validation split: the converged optimum that ``logreg`` (Adagrad, early
+  stopping) is checked against. Returns ``{"C", "validation_logloss",
+  "eval_logloss", "eval_auc", "grid": [{"C", "validation_logloss"}]}``;
+  the eval split is scored only at the chosen C."""
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  if not c_grid or any(c <= 0 for c in c_grid):
+    raise ValueError(f"sklearn_reference: C values must be > 0, got "
+                     f"{list(c_grid)}")
+  x_train, y_train = design_matrix(config, "train")
+  x_val, y_val = design_matrix(config, "validation")
+  grid, best = [], None
+  for c in c_grid:
+    model = LogisticRegression(C=c, max_iter=10_000).fit(x_train, y_train)
+    loss = metrics_lib.log_loss(y_val, model.predict_proba(x_val)[:, 1])
+    grid.append({"C": float(c), "validation_logloss": float(loss)})
+    if best is None or loss < best[0]:
+      best = (loss, c, model)
+  loss, c, model = best
+  x_eval, y_eval = design_matrix(config, "eval")
+  scores = model.predict_proba(x_eval)[:, 1]
+  return {"C": float(c), "validation_logloss": float(loss),
+          "eval_logloss": metrics_lib.log_loss(y_eval, scores),
+          "eval_auc": metrics_lib.roc_auc(y_eval, scores), "grid": grid}

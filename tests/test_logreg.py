@@ -13,13 +13,10 @@ import os
 
 import numpy as np
 import pytest
-from scipy import sparse
-from sklearn.linear_model import LogisticRegression
 
 from recsys_smelu import config as config_lib
 from recsys_smelu import data as data_lib
 from recsys_smelu import logreg
-from recsys_smelu import metrics as metrics_lib
 from recsys_smelu import train as train_lib
 from recsys_smelu import twin
 
@@ -59,41 +56,31 @@ def base_config(files, **changes):
   return config_lib.override(config_lib.default_config(), values)
 
 
-def split_dataset(config, path):
-  """The rows of ``path`` in file order, through the eval reader."""
-  return data_lib.build_dataset(
-      config_lib.override(config, {"data.eval_files": path}), "eval", 1000)
+def test_design_matrix_is_the_one_hot_ids_and_dense_features(data_files):
+  """Hand-checked against the pipeline's own batches of the same rows."""
+  config = base_config(data_files)
+  x, y = logreg.design_matrix(config, "validation")
+  assert x.shape == (1500, NUM_CATEGORICAL * NUM_BUCKETS + NUM_DENSE)
+  features, label = next(iter(data_lib.build_dataset(config, "validation",
+                                                     1500)))
+  np.testing.assert_array_equal(y, label.numpy().reshape(-1))
+  one_hot = x[:, :NUM_CATEGORICAL * NUM_BUCKETS].toarray()
+  for k in range(NUM_CATEGORICAL):
+    block = one_hot[:, k * NUM_BUCKETS:(k + 1) * NUM_BUCKETS]
+    np.testing.assert_array_equal(block.sum(axis=1), 1.0)
+    ids = features[data_lib.features.SPARSE_KEY][f"C{k + 1}"].numpy()
+    np.testing.assert_array_equal(block.argmax(axis=1), ids)
+  np.testing.assert_allclose(
+      x[:, NUM_CATEGORICAL * NUM_BUCKETS:].toarray(),
+      features[data_lib.features.DENSE_KEY].numpy(), rtol=1e-6)
+  # The train split is read whole, in file order, its short last batch kept.
+  x_train, y_train = logreg.design_matrix(config, "train")
+  assert x_train.shape[0] == len(y_train) == 4000
 
 
-def design_matrix(config, path):
-  """(one-hot bucket ids + transformed dense features, labels) of ``path``."""
-  ids, dense, labels = [], [], []
-  for features, label in split_dataset(config, path):
-    sparse_ids = features[data_lib.features.SPARSE_KEY]
-    ids.append(np.stack([sparse_ids[f"C{i + 1}"].numpy()
-                         for i in range(NUM_CATEGORICAL)], axis=1))
-    dense.append(features[data_lib.features.DENSE_KEY].numpy())
-    labels.append(label.numpy().reshape(-1))
-  ids, dense = np.concatenate(ids), np.concatenate(dense)
-  rows = np.repeat(np.arange(len(ids)), NUM_CATEGORICAL)
-  columns = (ids + NUM_BUCKETS * np.arange(NUM_CATEGORICAL)).reshape(-1)
-  one_hot = sparse.csr_matrix((np.ones(len(rows)), (rows, columns)),
-                              shape=(len(ids), NUM_CATEGORICAL * NUM_BUCKETS))
-  return (sparse.hstack([one_hot, sparse.csr_matrix(dense)]).tocsr(),
-          np.concatenate(labels))
-
-
-def sklearn_eval_logloss(config, files):
-  """scikit-learn's eval log loss with C chosen on the validation rows."""
-  (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
-      design_matrix(config, files[s]) for s in ("train", "validation", "test"))
-  best = None
-  for c in SKLEARN_C:
-    model = LogisticRegression(C=c, max_iter=5000).fit(x_train, y_train)
-    loss = metrics_lib.log_loss(y_val, model.predict_proba(x_val)[:, 1])
-    if best is None or loss < best[0]:
-      best = (loss, model)
-  return metrics_lib.log_loss(y_test, best[1].predict_proba(x_test)[:, 1])
+def test_sklearn_reference_rejects_a_bad_grid(data_files):
+  with pytest.raises(ValueError, match="C values must be > 0"):
+    logreg.sklearn_reference(base_config(data_files), c_grid=(0.1, 0.0))
 
 
 @pytest.mark.slow
@@ -112,7 +99,7 @@ def test_logreg_matches_sklearn_on_identical_hashed_features(data_files,
       best, logreg.point_dir(work_dir, selection.l2, selection.learning_rate),
       mode="eval")
   ours = result.eval_metrics["logloss"]
-  reference = sklearn_eval_logloss(config, data_files)
+  reference = logreg.sklearn_reference(config, SKLEARN_C)["eval_logloss"]
   print(f"logreg eval log loss {ours:.5f} (l2={selection.l2:g}, "
         f"lr={selection.learning_rate:g}); sklearn {reference:.5f}")
   assert abs(ours - reference) < 0.002, (ours, reference, selection.grid)
