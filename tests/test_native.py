@@ -431,6 +431,8 @@ INTEGERS = ([str(i) for i in range(-50, 2000)] +
             [str(v) for v in np.random.default_rng(3).integers(
                 -10**15, 10**15, 3000)] +
             ["00012", "-0007", "999999999999999", "-999999999999999",
+             "12345678", "99999999", "-9999999", "-1234567", "123456789",
+             "1-2", "12-", "--1", "-", "0-", "1+", "+12", "1/2", "1:2",
              "9999999999999999", "12345678901234567", "-"])
 
 
@@ -481,11 +483,17 @@ def test_short_value_hash_cache_is_exact(ops):
   """Values of 0-8 bytes go through a direct-mapped cache per column
   (ShortValueHashes): thousands of distinct, colliding values in one call,
   repeated in shuffled order, with longer ones between, still hash exactly
-  as tf.strings.to_hash_bucket_fast."""
+  as tf.strings.to_hash_bucket_fast; 8-byte values ending in a byte below
+  8 (which skip the cache: the key holds a shorter value's length there)
+  included."""
   rng = np.random.default_rng(11)
-  alphabet = np.array(list("0123456789abcdef\x00 "))
+  alphabet = np.array(list("0123456789abcdef\x00\x07\x08 "))
   values = sorted({"".join(rng.choice(alphabet, int(rng.integers(0, 10))))
                    for _ in range(6000)})
+  # A value of L < 8 bytes and its 8-byte twin padded with \0 and ending
+  # in chr(L) have the same bytes where the cache keeps the length.
+  values += [v + "\0" * (7 - len(v)) + chr(len(v))
+             for v in values[:300] if len(v) < 8]
   column = list(rng.permutation(values * 3))
   other = list(rng.permutation(column))
   lines = [f"1,{a},{b}".encode() for a, b in zip(column, other)]

@@ -48,8 +48,8 @@
 
 #include <locale.h>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
+#if defined(__SSE4_1__)
+#include <smmintrin.h>
 #endif
 
 #include "absl/status/status.h"
@@ -84,6 +84,40 @@ constexpr double kPowersOfTen[kMaxExactPower + 1] = {
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 enum Role : int8_t { kIgnore, kLabel, kDense, kCategorical };
+
+// Entries past num_columns + 1 in DecodeLine's field starts: a 16-byte scan
+// step writes up to 16 starts past the last one found.
+constexpr int64_t kStartsSlack = 16;
+
+#if defined(__SSE4_1__)
+// kBitPositions[m]: the positions of m's set bits, lowest first, then zeros.
+struct BitPositionTable {
+  alignas(64) uint8_t positions[256][8];
+  constexpr BitPositionTable() : positions() {
+    for (int m = 0; m < 256; ++m) {
+      int found = 0;
+      for (int bit = 0; bit < 8; ++bit) {
+        if (m & (1 << bit)) positions[m][found++] = static_cast<uint8_t>(bit);
+      }
+    }
+  }
+};
+constexpr BitPositionTable kBitPositions;
+
+// out[i] = base + (position of the i-th set bit of byte_mask), i <
+// popcount(byte_mask), from a table instead of a bit-by-bit loop (whose
+// steps depend on each other); out[popcount .. 8) get scratch values.
+inline void StoreBitPositions(int32_t* out, int32_t base, unsigned byte_mask) {
+  const __m128i positions = _mm_loadl_epi64(
+      reinterpret_cast<const __m128i*>(kBitPositions.positions[byte_mask]));
+  const __m128i offset = _mm_set1_epi32(base);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                   _mm_add_epi32(_mm_cvtepu8_epi32(positions), offset));
+  _mm_storeu_si128(
+      reinterpret_cast<__m128i*>(out + 4),
+      _mm_add_epi32(_mm_cvtepu8_epi32(_mm_srli_si128(positions, 4)), offset));
+}
+#endif
 
 constexpr int kLog1pTableSize = 1 << 12;
 
@@ -137,6 +171,51 @@ double ParseSlow(const char* begin, const char* end) {
   static const locale_t c_locale = newlocale(LC_ALL_MASK, "C", nullptr);
   const std::string text(begin, end);
   return strtod_l(text.c_str(), nullptr, c_locale);
+}
+
+// The value of 8 ASCII digits, the first in the lowest byte (the most
+// significant), without a branch: pairs, then quads, then the 8 digits
+// combined by three multiplies (simdjson's parse_eight_digits_unrolled).
+inline uint64_t EightDigitsValue(uint64_t digits) {
+  digits -= 0x3030303030303030ull;
+  digits = digits * 10 + (digits >> 8);
+  digits = (((digits & 0x000000FF000000FFull) * (100 + (1000000ull << 32))) +
+            (((digits >> 16) & 0x000000FF000000FFull) *
+             (1 + (10000ull << 32)))) >>
+           32;
+  return digits;
+}
+
+// Whether all 8 bytes of `word` are ASCII digits: each high nibble is 3 and
+// the low nibble + 6 does not reach 16 (a byte too large to be a digit
+// fails its own nibble test, whatever it carries into the next).
+inline bool AllDigits(uint64_t word) {
+  return ((word & 0xF0F0F0F0F0F0F0F0ull) |
+          (((word + 0x0606060606060606ull) & 0xF0F0F0F0F0F0F0F0ull) >> 4)) ==
+         0x3333333333333333ull;
+}
+
+// The commonest dense field, empty or [-]digits in at most 8 bytes, without
+// a branch (a branch per digit or per empty field mispredicts often): the
+// 8 bytes at begin are read (all must be readable), a leading '-' becomes
+// '0', the field's bytes move to the high end with '0's before them
+// (leading zeros), and all 8 are checked and converted at once. False
+// unless the field has that form; else *value is its value (the same as
+// ParseNumber's), NaN when empty. Needs 0 <= length <= 8.
+inline bool ShortInteger(const char* begin, int64_t length, float* value) {
+  constexpr uint64_t kZeros = 0x3030303030303030ull;  // "00000000"
+  uint64_t word;
+  std::memcpy(&word, begin, 8);
+  const bool negative = ((word & 0xFF) == '-') & (length > 0);
+  word = negative ? (word & ~uint64_t{0xFF}) | '0' : word;
+  const int padding_bits = (8 * static_cast<int>(8 - length)) & 63;
+  const uint64_t padding = (uint64_t{1} << padding_bits) - 1;
+  word = length == 0 ? kZeros : (word << padding_bits) | (kZeros & padding);
+  const float magnitude = static_cast<float>(
+      static_cast<int64_t>(EightDigitsValue(word)));  // exact: < 10^8
+  *value = length == 0 ? std::numeric_limits<float>::quiet_NaN()
+                       : (negative ? -magnitude : magnitude);
+  return AllDigits(word) & !(negative & (length == 1));
 }
 
 // Parses a dense field [begin, end) (non-empty); false unless it matches the
@@ -231,8 +310,8 @@ bool ParseNumber(const char* begin, const char* end, float* value) {
 // of at most 8 bytes (the common id) through a direct-mapped cache per
 // column, for one range of rows of an op call (ForRowRanges): values
 // repeat within a block (ids follow power laws), and a hit costs a compare
-// instead of a Fingerprint64. Exact: an entry holds the value's bytes and
-// length.
+// instead of a Fingerprint64. Exact: an entry's key holds the value's bytes
+// and length (Of).
 class ShortValueHashes {
  public:
   explicit ShortValueHashes(const std::vector<FastModulus>& moduli)
@@ -249,13 +328,20 @@ class ShortValueHashes {
     } else {
       std::memcpy(&word, value, length);
     }
-    const uint64_t slot =
-        ((word + static_cast<uint64_t>(length)) * 0x9E3779B97F4A7C15ull) >>
-        (64 - kSlotBits);
+    // The key: the value's bytes (zeros past its end), with its length in
+    // the top byte when it is shorter than 8 bytes. One 8-byte value per
+    // key has a top byte below 8, so those (values ending in a control
+    // byte \0-\7) skip the cache; no key is kEmpty.
+    const uint64_t top = word >> 56;
+    if (length == 8 && top < 8) {
+      return moduli_[k].Of(util::Fingerprint64(value, length));
+    }
+    const uint64_t key =
+        length == 8 ? word : word | (static_cast<uint64_t>(length) << 56);
+    const uint64_t slot = (key * 0x9E3779B97F4A7C15ull) >> (64 - kSlotBits);
     Entry& entry = entries_[(static_cast<uint64_t>(k) << kSlotBits) + slot];
-    if (entry.length != length || entry.word != word) {
-      entry.word = word;
-      entry.length = length;
+    if (entry.key != key) {
+      entry.key = key;
       entry.hash = moduli_[k].Of(util::Fingerprint64(value, length));
     }
     return entry.hash;
@@ -263,9 +349,11 @@ class ShortValueHashes {
 
  private:
   static constexpr int kSlotBits = 8;
+  // Not a key: a length-0 key is 0, and a top byte of 0 with other bits set
+  // would be an 8-byte value ending in \0.
+  static constexpr uint64_t kEmpty = 1;
   struct Entry {
-    uint64_t word = 0;
-    int64_t length = -1;  // empty
+    uint64_t key = kEmpty;
     uint64_t hash = 0;
   };
   const std::vector<FastModulus>& moduli_;
@@ -396,7 +484,8 @@ class DecodeDelimitedRowsOp : public OpKernel {
     // One decode_line per range of rows (ForRowRanges), with its scratch.
     auto make_decode_line = [&] {
       return [&, unquoted = std::string(),  // a quoted value, "" -> "
-              starts = std::vector<int64_t>(role_.size() + 1),  // DecodeLine's
+              starts = std::vector<int32_t>(role_.size() + 1 +
+                                            kStartsSlack),  // DecodeLine's
               short_hashes = ShortValueHashes(moduli_)](
                  int64_t i, float* label, float* dense,
                  int64_t* hashes) mutable {
@@ -519,12 +608,12 @@ class DecodeDelimitedRowsOp : public OpKernel {
   // kernels disagree there, the stock transform selects) and subnormals;
   // small integers (most counts) from a table of the same values.
   float Log1pClip0(float x) const {
-    if (!(x >= std::numeric_limits<float>::min())) return 0.0f;
-    if (x < kLog1pTableSize) {
-      const int i = static_cast<int>(x);
-      if (static_cast<float>(i) == x) return log1p_table_[i];
-    }
-    return static_cast<float>(std::log1p(static_cast<double>(x)));
+    // Selects, not branches, up to the one test of an integer in the table.
+    const float clipped = x >= std::numeric_limits<float>::min() ? x : 0.0f;
+    const int i = static_cast<int>(
+        std::min(clipped, static_cast<float>(kLog1pTableSize - 1)));
+    if (static_cast<float>(i) == clipped) return log1p_table_[i];
+    return static_cast<float>(std::log1p(static_cast<double>(clipped)));
   }
 
   // Decodes one field's value [begin, end) (already unquoted) in its role.
@@ -568,13 +657,16 @@ class DecodeDelimitedRowsOp : public OpKernel {
   bool DecodeLine(const char* const begin, const char* const end,
                   const char* const readable_end, float* label, float* dense,
                   int64_t* hashes,
-                  std::string* unquoted, int64_t* starts,
+                  std::string* unquoted, int32_t* starts,
                   ShortValueHashes* short_hashes) const {
+    if (end - begin >= std::numeric_limits<int32_t>::max() - 64) {
+      return DecodeQuotedLine(begin, end, label, dense, hashes, unquoted);
+    }
     const int64_t num_columns = static_cast<int64_t>(role_.size());
     int64_t count = 0;  // delimiters so far
     const char* p = begin;
     starts[0] = 0;
-#if defined(__SSE2__)
+#if defined(__SSE4_1__)
     const __m128i delimiter = _mm_set1_epi8(delimiter_);
     const __m128i quote = _mm_set1_epi8('"');
     // 16 bytes at p, those of `mask` only: -1 when one is a quote or
@@ -589,10 +681,14 @@ class DecodeDelimitedRowsOp : public OpKernel {
       }
       unsigned bits = static_cast<unsigned>(_mm_movemask_epi8(
                           _mm_cmpeq_epi8(bytes, delimiter))) & mask;
-      for (; bits != 0; bits &= bits - 1) {
-        if (++count >= num_columns) return 0;  // too many fields
-        starts[count] = (p - begin) + __builtin_ctz(bits) + 1;
-      }
+      const int found = __builtin_popcount(bits);
+      if (count + found >= num_columns) return 0;  // too many fields
+      const int32_t offset = static_cast<int32_t>(p - begin) + 1;
+      const unsigned low = bits & 0xFFu;
+      StoreBitPositions(starts + count + 1, offset, low);
+      StoreBitPositions(starts + count + 1 + __builtin_popcount(low),
+                        offset + 8, bits >> 8);
+      count += found;
       return 1;
     };
     int scanned = 1;
@@ -615,11 +711,11 @@ class DecodeDelimitedRowsOp : public OpKernel {
       }
       if (c == delimiter_) {
         if (++count >= num_columns) return false;  // too many fields
-        starts[count] = (p - begin) + 1;
+        starts[count] = static_cast<int32_t>(p - begin) + 1;
       }
     }
     if (count != num_columns - 1) return false;  // too few fields
-    starts[num_columns] = (end - begin) + 1;
+    starts[num_columns] = static_cast<int32_t>(end - begin) + 1;
     const char* const field = begin + starts[label_column_];
     if (starts[label_column_ + 1] - starts[label_column_] != 2 ||
         (*field != '0' && *field != '1')) {
@@ -630,6 +726,10 @@ class DecodeDelimitedRowsOp : public OpKernel {
       const int64_t column = dense_columns_[j];
       const char* const b = begin + starts[column];
       const char* const e = begin + starts[column + 1] - 1;
+      if (e - b <= 8 && readable_end - b >= 8 &&
+          ShortInteger(b, e - b, &dense[j])) {
+        continue;
+      }
       if (b == e) {
         dense[j] = std::numeric_limits<float>::quiet_NaN();
       } else if (!ParseNumber(b, e, &dense[j])) {
