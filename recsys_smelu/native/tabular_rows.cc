@@ -42,6 +42,7 @@
 #include <algorithm>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -120,6 +121,9 @@ inline void StoreBitPositions(int32_t* out, int32_t base, unsigned byte_mask) {
 #endif
 
 constexpr int kLog1pTableSize = 1 << 12;
+// DecodeLine's clipped integer of a dense field that has none (not a short
+// integer, or a quoted line): the transform starts from the float.
+constexpr uint32_t kNoClippedInteger = ~uint32_t{0};
 
 inline bool IsDigit(char c) {
   return static_cast<unsigned char>(c) - '0' <= 9u;
@@ -201,8 +205,10 @@ inline bool AllDigits(uint64_t word) {
 // '0', the field's bytes move to the high end with '0's before them
 // (leading zeros), and all 8 are checked and converted at once. False
 // unless the field has that form; else *value is its value (the same as
-// ParseNumber's), NaN when empty. Needs 0 <= length <= 8.
-inline bool ShortInteger(const char* begin, int64_t length, float* value) {
+// ParseNumber's), NaN when empty, and *clipped is max(value, 0) as an
+// integer, 0 when empty (log1p_clip0's input). Needs 0 <= length <= 8.
+inline bool ShortInteger(const char* begin, int64_t length, float* value,
+                         uint32_t* clipped) {
   constexpr uint64_t kZeros = 0x3030303030303030ull;  // "00000000"
   uint64_t word;
   std::memcpy(&word, begin, 8);
@@ -211,10 +217,11 @@ inline bool ShortInteger(const char* begin, int64_t length, float* value) {
   const int padding_bits = (8 * static_cast<int>(8 - length)) & 63;
   const uint64_t padding = (uint64_t{1} << padding_bits) - 1;
   word = length == 0 ? kZeros : (word << padding_bits) | (kZeros & padding);
-  const float magnitude = static_cast<float>(
-      static_cast<int64_t>(EightDigitsValue(word)));  // exact: < 10^8
+  const uint32_t integer = static_cast<uint32_t>(EightDigitsValue(word));
+  const float magnitude = static_cast<float>(integer);  // exact: < 10^8
   *value = length == 0 ? std::numeric_limits<float>::quiet_NaN()
                        : (negative ? -magnitude : magnitude);
+  *clipped = negative ? 0 : integer;  // "00000000" when empty
   return AllDigits(word) & !(negative & (length == 1));
 }
 
@@ -308,10 +315,10 @@ bool ParseNumber(const char* begin, const char* end, float* value) {
 
 // Fingerprint64(value) % moduli[k] of categorical column k's values, those
 // of at most 8 bytes (the common id) through a direct-mapped cache per
-// column, for one range of rows of an op call (ForRowRanges): values
-// repeat within a block (ids follow power laws), and a hit costs a compare
-// instead of a Fingerprint64. Exact: an entry's key holds the value's bytes
-// and length (Of).
+// column, used by one range of rows at a time (ForRowRanges) and kept by
+// the kernel between calls (ShortValueHashesPool): values repeat (ids
+// follow power laws), and a hit costs a compare instead of a Fingerprint64.
+// Exact: an entry's key holds the value's bytes and length (Of).
 class ShortValueHashes {
  public:
   explicit ShortValueHashes(const std::vector<FastModulus>& moduli)
@@ -358,6 +365,44 @@ class ShortValueHashes {
   };
   const std::vector<FastModulus>& moduli_;
   std::vector<Entry> entries_;
+};
+
+// The ShortValueHashes of one kernel, lent to the ranges it decodes at the
+// same time and kept between its calls: a kernel's moduli never change, so
+// the entries stay valid, and a call starts with the values earlier blocks
+// cached and allocates nothing.
+class ShortValueHashesPool {
+ public:
+  explicit ShortValueHashesPool(const std::vector<FastModulus>& moduli)
+      : moduli_(moduli) {}
+
+  struct GiveBack {
+    ShortValueHashesPool* pool;
+    void operator()(ShortValueHashes* hashes) const { pool->Put(hashes); }
+  };
+  using Lease = std::unique_ptr<ShortValueHashes, GiveBack>;
+
+  Lease Take() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!free_.empty()) {
+        ShortValueHashes* hashes = free_.back().release();
+        free_.pop_back();
+        return Lease(hashes, GiveBack{this});
+      }
+    }
+    return Lease(new ShortValueHashes(moduli_), GiveBack{this});
+  }
+
+ private:
+  void Put(ShortValueHashes* hashes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.emplace_back(hashes);
+  }
+
+  const std::vector<FastModulus>& moduli_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<ShortValueHashes>> free_;
 };
 
 class DecodeDelimitedRowsOp : public OpKernel {
@@ -486,13 +531,14 @@ class DecodeDelimitedRowsOp : public OpKernel {
       return [&, unquoted = std::string(),  // a quoted value, "" -> "
               starts = std::vector<int32_t>(role_.size() + 1 +
                                             kStartsSlack),  // DecodeLine's
-              short_hashes = ShortValueHashes(moduli_)](
-                 int64_t i, float* label, float* dense,
-                 int64_t* hashes) mutable {
+              short_hashes = short_hashes_pool_.Take()](
+                 int64_t i, float* label, float* dense, int64_t* hashes,
+                 uint32_t* clipped = nullptr) mutable {
         const char* const line_end = spans[i].second;
         return DecodeLine(spans[i].first, line_end,
                           text_input_ ? readable_end : line_end, label, dense,
-                          hashes, &unquoted, starts.data(), &short_hashes);
+                          clipped, hashes, &unquoted, starts.data(),
+                          short_hashes.get());
       };
     };
     if (packed_) {
@@ -550,11 +596,13 @@ class DecodeDelimitedRowsOp : public OpKernel {
                  int32_t* rows_out, bool* valid_out) const {
     const int64_t num_categorical = moduli_.size();
     std::vector<float> dense(num_dense_);
+    std::vector<uint32_t> clipped(num_dense_);
     std::vector<int64_t> hashes(num_categorical);
     for (int64_t i = begin; i < end; ++i) {
       int32_t* row = rows_out + i * width;
       float label = 0.0f;
-      valid_out[i] = decode_line(i, &label, dense.data(), hashes.data());
+      valid_out[i] = decode_line(i, &label, dense.data(), hashes.data(),
+                                 clipped.data());
       if (!valid_out[i]) {
         std::fill(row, row + width, 0);
         continue;
@@ -564,7 +612,9 @@ class DecodeDelimitedRowsOp : public OpKernel {
       switch (transform_) {  // t(x) of the file comment
         case kLog1pClip0:
           for (int64_t j = 0; j < num_dense_; ++j) {
-            dense_out[j] = Bits(Log1pClip0(dense[j]));
+            dense_out[j] = Bits(clipped[j] < kLog1pTableSize
+                                    ? log1p_table_[clipped[j]]
+                                    : Log1pClip0(dense[j]));
           }
           break;
         case kNone:
@@ -651,16 +701,23 @@ class DecodeDelimitedRowsOp : public OpKernel {
   // line goes to DecodeQuotedLine, which also decides it. Same result as
   // DecodeQuotedLine on every line (tests compare both with the stock ops).
   // Bytes up to readable_end (>= end) may be read, not used.
-  // starts has num_columns + 1 entries: field c is [begin + starts[c],
-  // begin + starts[c + 1] - 1); hashes of short values come from
-  // short_hashes.
+  // starts has num_columns + 1 + kStartsSlack entries: field c is
+  // [begin + starts[c], begin + starts[c + 1] - 1); hashes of short values
+  // come from short_hashes. clipped (if not null) gets ShortInteger's
+  // clipped integer of each dense field, or kNoClippedInteger.
   bool DecodeLine(const char* const begin, const char* const end,
                   const char* const readable_end, float* label, float* dense,
-                  int64_t* hashes,
+                  uint32_t* clipped, int64_t* hashes,
                   std::string* unquoted, int32_t* starts,
                   ShortValueHashes* short_hashes) const {
-    if (end - begin >= std::numeric_limits<int32_t>::max() - 64) {
+    auto decode_quoted_line = [&] {
+      if (clipped != nullptr) {
+        std::fill(clipped, clipped + num_dense_, kNoClippedInteger);
+      }
       return DecodeQuotedLine(begin, end, label, dense, hashes, unquoted);
+    };
+    if (end - begin >= std::numeric_limits<int32_t>::max() - 64) {
+      return decode_quoted_line();
     }
     const int64_t num_columns = static_cast<int64_t>(role_.size());
     int64_t count = 0;  // delimiters so far
@@ -699,15 +756,13 @@ class DecodeDelimitedRowsOp : public OpKernel {
       scanned = scan16((1u << (end - p)) - 1);
       p = end;
     }
-    if (scanned == -1) {
-      return DecodeQuotedLine(begin, end, label, dense, hashes, unquoted);
-    }
+    if (scanned == -1) return decode_quoted_line();
     if (scanned == 0) return false;
 #endif
     for (; p < end; ++p) {
       const char c = *p;
       if (c == '"' || static_cast<unsigned char>(c) >= 0x80) {
-        return DecodeQuotedLine(begin, end, label, dense, hashes, unquoted);
+        return decode_quoted_line();
       }
       if (c == delimiter_) {
         if (++count >= num_columns) return false;  // too many fields
@@ -726,10 +781,14 @@ class DecodeDelimitedRowsOp : public OpKernel {
       const int64_t column = dense_columns_[j];
       const char* const b = begin + starts[column];
       const char* const e = begin + starts[column + 1] - 1;
-      if (e - b <= 8 && readable_end - b >= 8 &&
-          ShortInteger(b, e - b, &dense[j])) {
-        continue;
+      uint32_t clipped_integer;
+      const bool short_integer = e - b <= 8 && readable_end - b >= 8 &&
+                                 ShortInteger(b, e - b, &dense[j],
+                                              &clipped_integer);
+      if (clipped != nullptr) {
+        clipped[j] = short_integer ? clipped_integer : kNoClippedInteger;
       }
+      if (short_integer) continue;
       if (b == e) {
         dense[j] = std::numeric_limits<float>::quiet_NaN();
       } else if (!ParseNumber(b, e, &dense[j])) {
@@ -817,6 +876,7 @@ class DecodeDelimitedRowsOp : public OpKernel {
   std::vector<int64_t> dense_columns_;        // file positions, output order
   std::vector<int64_t> categorical_columns_;  // file positions, output order
   std::vector<FastModulus> moduli_;
+  ShortValueHashesPool short_hashes_pool_{moduli_};  // after moduli_
 };
 
 template <bool kTextInput, bool kPacked>
