@@ -481,14 +481,15 @@ def test_packed_rows_equal_the_decoded_rows_transformed_and_packed(
 
 def test_short_value_hash_cache_is_exact(ops):
   """Values of 0-8 bytes go through a direct-mapped cache per column
-  (ShortValueHashes): thousands of distinct, colliding values in one call,
+  (ShortValueHashes), values of 0-16 bytes through an inlined Fingerprint64:
+  thousands of distinct, colliding values of 0-20 bytes in one call,
   repeated in shuffled order, with longer ones between, still hash exactly
   as tf.strings.to_hash_bucket_fast; 8-byte values ending in a byte below
   8 (which skip the cache: the key holds a shorter value's length there)
   included."""
   rng = np.random.default_rng(11)
   alphabet = np.array(list("0123456789abcdef\x00\x07\x08 "))
-  values = sorted({"".join(rng.choice(alphabet, int(rng.integers(0, 10))))
+  values = sorted({"".join(rng.choice(alphabet, int(rng.integers(0, 21))))
                    for _ in range(6000)})
   # A value of L < 8 bytes and its 8-byte twin padded with \0 and ending
   # in chr(L) have the same bytes where the cache keeps the length.

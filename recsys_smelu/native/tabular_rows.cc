@@ -313,58 +313,150 @@ bool ParseNumber(const char* begin, const char* end, float* value) {
   return true;
 }
 
+// util::Fingerprint64(s, length) (farmhash's Fingerprint64, i.e.
+// farmhashna::Hash64, which tf.strings.to_hash_bucket_fast uses) of at most
+// 16 bytes, inlined: the same arithmetic as farmhashna::HashLen0to16, so an
+// id costs a few multiplies instead of a call through the PLT and a
+// dispatch on its length; longer values call util::Fingerprint64. Tests
+// compare the hashes with tf.strings.to_hash_bucket_fast for lengths 0-20.
+inline uint64_t Fingerprint64(const char* s, uint64_t length) {
+  constexpr uint64_t k0 = 0xc3a5c85c97cb3127ull;
+  constexpr uint64_t k2 = 0x9ae16a3b2f90404full;
+  if (length > 16) return util::Fingerprint64(s, length);
+  auto load64 = [](const char* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+  };
+  auto load32 = [](const char* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return static_cast<uint64_t>(v);
+  };
+  auto rotate = [](uint64_t v, int shift) {
+    return (v >> shift) | (v << (64 - shift));
+  };
+  auto hash_len16 = [](uint64_t u, uint64_t v, uint64_t mul) {
+    uint64_t a = (u ^ v) * mul;
+    a ^= a >> 47;
+    uint64_t b = (v ^ a) * mul;
+    b ^= b >> 47;
+    return b * mul;
+  };
+  if (length >= 8) {
+    const uint64_t mul = k2 + length * 2;
+    const uint64_t a = load64(s) + k2;
+    const uint64_t b = load64(s + length - 8);
+    const uint64_t c = rotate(b, 37) * mul + a;
+    const uint64_t d = (rotate(a, 25) + b) * mul;
+    return hash_len16(c, d, mul);
+  }
+  if (length >= 4) {
+    const uint64_t mul = k2 + length * 2;
+    return hash_len16(length + (load32(s) << 3), load32(s + length - 4), mul);
+  }
+  if (length > 0) {
+    const uint32_t a = static_cast<uint8_t>(s[0]);
+    const uint32_t b = static_cast<uint8_t>(s[length >> 1]);
+    const uint32_t c = static_cast<uint8_t>(s[length - 1]);
+    const uint32_t y = a + (b << 8);
+    const uint32_t z = static_cast<uint32_t>(length) + (c << 2);
+    const uint64_t mixed = y * k2 ^ z * k0;
+    return (mixed ^ (mixed >> 47)) * k2;
+  }
+  return k2;
+}
+
 // Fingerprint64(value) % moduli[k] of categorical column k's values, those
 // of at most 8 bytes (the common id) through a direct-mapped cache per
 // column, used by one range of rows at a time (ForRowRanges) and kept by
 // the kernel between calls (ShortValueHashesPool): values repeat (ids
 // follow power laws), and a hit costs a compare instead of a Fingerprint64.
-// Exact: an entry's key holds the value's bytes and length (Of).
+// Exact: an entry's key holds the value's bytes and length (KeyOf).
 class ShortValueHashes {
  public:
   explicit ShortValueHashes(const std::vector<FastModulus>& moduli)
-      : moduli_(moduli), entries_(moduli.size() << kSlotBits) {}
+      : moduli_(moduli),
+        entries_(moduli.size() << kSlotBits),
+        keys_(moduli.size()),
+        missed_(moduli.size()) {}
 
-  // value[0, length) is readable up to readable_end (>= value + length).
-  uint64_t Of(int64_t k, const char* value, int64_t length,
-              const char* readable_end) {
-    if (length > 8) return moduli_[k].Of(util::Fingerprint64(value, length));
-    uint64_t word = 0;
-    if (readable_end - value >= 8) {
-      std::memcpy(&word, value, 8);
-      if (length < 8) word &= (uint64_t{1} << (8 * length)) - 1;
-    } else {
-      std::memcpy(&word, value, length);
+  // hashes[k] = Fingerprint64(value k) % moduli[k] for the categorical
+  // values of one line, value k being field columns[k] of the line at begin
+  // ([begin + starts[c], begin + starts[c + 1] - 1) is field c); bytes up to
+  // readable_end may be read. In two passes, so that no branch depends on
+  // whether a value is cached (a miss mispredicts): all lookups, the
+  // columns that missed listed without a branch, then the misses hashed
+  // and cached.
+  void HashRow(const char* begin, const int32_t* starts,
+               const int64_t* columns, const char* readable_end,
+               int64_t* hashes) {
+    const int64_t n = static_cast<int64_t>(moduli_.size());
+    int64_t misses = 0;
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t column = columns[k];
+      const uint64_t key =
+          KeyOf(begin + starts[column],
+                starts[column + 1] - starts[column] - 1, readable_end);
+      const Entry& entry = entries_[SlotOf(k, key)];
+      hashes[k] = static_cast<int64_t>(entry.hash);
+      keys_[k] = key;
+      missed_[misses] = k;
+      misses += entry.key != key;
     }
-    // The key: the value's bytes (zeros past its end), with its length in
-    // the top byte when it is shorter than 8 bytes. One 8-byte value per
-    // key has a top byte below 8, so those (values ending in a control
-    // byte \0-\7) skip the cache; no key is kEmpty.
-    const uint64_t top = word >> 56;
-    if (length == 8 && top < 8) {
-      return moduli_[k].Of(util::Fingerprint64(value, length));
+    for (int64_t i = 0; i < misses; ++i) {
+      const int64_t k = missed_[i];
+      const int64_t column = columns[k];
+      const uint64_t hash = moduli_[k].Of(
+          Fingerprint64(begin + starts[column],
+                        starts[column + 1] - starts[column] - 1));
+      if (keys_[k] != kUncached) entries_[SlotOf(k, keys_[k])] = {keys_[k], hash};
+      hashes[k] = static_cast<int64_t>(hash);
     }
-    const uint64_t key =
-        length == 8 ? word : word | (static_cast<uint64_t>(length) << 56);
-    const uint64_t slot = (key * 0x9E3779B97F4A7C15ull) >> (64 - kSlotBits);
-    Entry& entry = entries_[(static_cast<uint64_t>(k) << kSlotBits) + slot];
-    if (entry.key != key) {
-      entry.key = key;
-      entry.hash = moduli_[k].Of(util::Fingerprint64(value, length));
-    }
-    return entry.hash;
   }
 
  private:
   static constexpr int kSlotBits = 8;
-  // Not a key: a length-0 key is 0, and a top byte of 0 with other bits set
-  // would be an 8-byte value ending in \0.
-  static constexpr uint64_t kEmpty = 1;
+  // Never the key of a cached value (KeyOf): a length-0 key is 0, and a top
+  // byte of 0 with other bits set would be an 8-byte value ending in \0.
+  static constexpr uint64_t kEmpty = 1;     // an unused entry
+  static constexpr uint64_t kUncached = 2;  // a value the cache does not hold
+
+  // The key of value[0, length) (readable up to readable_end): its bytes
+  // (zeros past its end), with its length in the top byte when it is
+  // shorter than 8 bytes. One 8-byte value per key has a top byte below 8,
+  // so those (values ending in a control byte \0-\7) are kUncached, as
+  // are values longer than 8 bytes.
+  static uint64_t KeyOf(const char* value, int64_t length,
+                        const char* readable_end) {
+    uint64_t word = 0;
+    if (readable_end - value >= 8) {
+      std::memcpy(&word, value, 8);
+    } else {
+      std::memcpy(&word, value, length);  // length < 8 here
+    }
+    const uint64_t kept =
+        length >= 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * (length & 7))) - 1;
+    word &= kept;
+    const bool cached = length < 8 || (length == 8 && (word >> 56) >= 8);
+    const uint64_t key =
+        length < 8 ? word | (static_cast<uint64_t>(length) << 56) : word;
+    return cached ? key : kUncached;
+  }
+
+  static uint64_t SlotOf(int64_t k, uint64_t key) {
+    return (static_cast<uint64_t>(k) << kSlotBits) +
+           ((key * 0x9E3779B97F4A7C15ull) >> (64 - kSlotBits));
+  }
+
   struct Entry {
     uint64_t key = kEmpty;
     uint64_t hash = 0;
   };
   const std::vector<FastModulus>& moduli_;
   std::vector<Entry> entries_;
+  std::vector<uint64_t> keys_;    // HashRow's keys of the line's values
+  std::vector<int64_t> missed_;  // HashRow's columns that missed
 };
 
 // The ShortValueHashes of one kernel, lent to the ranges it decodes at the
@@ -687,7 +779,7 @@ class DecodeDelimitedRowsOp : public OpKernel {
       case kCategorical: {
         const int k = slot_[column];
         hashes[k] = static_cast<int64_t>(
-            moduli_[k].Of(util::Fingerprint64(begin, end - begin)));
+            moduli_[k].Of(Fingerprint64(begin, end - begin)));
         return true;
       }
     }
@@ -795,13 +887,8 @@ class DecodeDelimitedRowsOp : public OpKernel {
         return false;
       }
     }
-    const int64_t num_categorical = static_cast<int64_t>(moduli_.size());
-    for (int64_t k = 0; k < num_categorical; ++k) {
-      const int64_t column = categorical_columns_[k];
-      hashes[k] = static_cast<int64_t>(short_hashes->Of(
-          k, begin + starts[column], starts[column + 1] - starts[column] - 1,
-          end));
-    }
+    short_hashes->HashRow(begin, starts, categorical_columns_.data(),
+                          readable_end, hashes);
     return true;
   }
 
