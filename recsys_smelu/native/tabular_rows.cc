@@ -86,9 +86,9 @@ constexpr double kPowersOfTen[kMaxExactPower + 1] = {
 
 enum Role : int8_t { kIgnore, kLabel, kDense, kCategorical };
 
-// Entries past num_columns + 1 in DecodeLine's field starts: a 16-byte scan
-// step writes up to 16 starts past the last one found.
-constexpr int64_t kStartsSlack = 16;
+// Entries past num_columns + 1 in DecodeLine's field starts: a 32-byte scan
+// step writes up to 32 starts past the last one found.
+constexpr int64_t kStartsSlack = 32;
 
 #if defined(__SSE4_1__)
 // kBitPositions[m]: the positions of m's set bits, lowest first, then zeros.
@@ -821,31 +821,43 @@ class DecodeDelimitedRowsOp : public OpKernel {
     // 16 bytes at p, those of `mask` only: -1 when one is a quote or
     // non-ASCII (DecodeQuotedLine decides the line), 0 when there are too
     // many fields, else 1 with the delimiters' field starts recorded.
-    auto scan16 = [&](unsigned mask) {
-      const __m128i bytes =
+    // 32 bytes at p, those of `mask` only: -1 when one is a quote or
+    // non-ASCII (DecodeQuotedLine decides the line), 0 when there are too
+    // many fields, else 1 with the delimiters' field starts recorded.
+    auto scan32 = [&](uint32_t mask) {
+      const __m128i low_bytes =
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-      if ((_mm_movemask_epi8(bytes) |  // high bit: a non-ASCII byte
-           _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, quote))) & mask) {
-        return -1;
-      }
-      unsigned bits = static_cast<unsigned>(_mm_movemask_epi8(
-                          _mm_cmpeq_epi8(bytes, delimiter))) & mask;
+      const __m128i high_bytes =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
+      auto bits_of = [](__m128i low, __m128i high) {
+        return static_cast<uint32_t>(_mm_movemask_epi8(low)) |
+               (static_cast<uint32_t>(_mm_movemask_epi8(high)) << 16);
+      };
+      const uint32_t special =  // high bit: a non-ASCII byte
+          bits_of(_mm_or_si128(low_bytes, _mm_cmpeq_epi8(low_bytes, quote)),
+                  _mm_or_si128(high_bytes, _mm_cmpeq_epi8(high_bytes, quote)));
+      if (special & mask) return -1;
+      const uint32_t bits = bits_of(_mm_cmpeq_epi8(low_bytes, delimiter),
+                                    _mm_cmpeq_epi8(high_bytes, delimiter)) &
+                            mask;
       const int found = __builtin_popcount(bits);
       if (count + found >= num_columns) return 0;  // too many fields
+      int32_t* out = starts + count + 1;
       const int32_t offset = static_cast<int32_t>(p - begin) + 1;
-      const unsigned low = bits & 0xFFu;
-      StoreBitPositions(starts + count + 1, offset, low);
-      StoreBitPositions(starts + count + 1 + __builtin_popcount(low),
-                        offset + 8, bits >> 8);
+      for (int byte = 0; byte < 4; ++byte) {
+        const unsigned byte_bits = (bits >> (8 * byte)) & 0xFFu;
+        StoreBitPositions(out, offset + 8 * byte, byte_bits);
+        out += __builtin_popcount(byte_bits);
+      }
       count += found;
       return 1;
     };
     int scanned = 1;
-    for (; scanned == 1 && end - p >= 16; p += 16) scanned = scan16(0xFFFFu);
+    for (; scanned == 1 && end - p >= 32; p += 32) scanned = scan32(~0u);
     // The last bytes in one load that reads past the line (within the text),
     // the bits beyond its end masked off.
-    if (scanned == 1 && p < end && readable_end - p >= 16) {
-      scanned = scan16((1u << (end - p)) - 1);
+    if (scanned == 1 && p < end && readable_end - p >= 32) {
+      scanned = scan32((uint32_t{1} << (end - p)) - 1);
       p = end;
     }
     if (scanned == -1) return decode_quoted_line();
