@@ -786,7 +786,7 @@ class DecodeDelimitedRowsOp : public OpKernel {
     return false;
   }
 
-  // The common line, ASCII without quotes: the delimiters found 16 bytes at
+  // The common line, ASCII without quotes: the delimiters found 32 bytes at
   // a time (one compare per byte class instead of a memchr per field), then
   // the fields decoded role by role (label, dense, categorical: loops without
   // a branch per column, and the hashes independent of each other); any other
@@ -818,9 +818,6 @@ class DecodeDelimitedRowsOp : public OpKernel {
 #if defined(__SSE4_1__)
     const __m128i delimiter = _mm_set1_epi8(delimiter_);
     const __m128i quote = _mm_set1_epi8('"');
-    // 16 bytes at p, those of `mask` only: -1 when one is a quote or
-    // non-ASCII (DecodeQuotedLine decides the line), 0 when there are too
-    // many fields, else 1 with the delimiters' field starts recorded.
     // 32 bytes at p, those of `mask` only: -1 when one is a quote or
     // non-ASCII (DecodeQuotedLine decides the line), 0 when there are too
     // many fields, else 1 with the delimiters' field starts recorded.
