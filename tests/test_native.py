@@ -427,6 +427,42 @@ def test_delimited_decoder_equals_the_tabular_stock_ops(ops, delimiter):
     np.testing.assert_array_equal(got.numpy(), expected.numpy())
 
 
+def test_text_lines_are_split_as_the_lines_input(ops):
+  """DecodeDelimitedText finds newlines 32 bytes per step, then by memchr in
+  the text's last bytes: lines of 0-70 bytes (empty ones, a \r inside, a
+  \r\n across a 32-byte step) give the rows of the same lines given one by
+  one, one \r before each \n dropped, for texts ending with and without a
+  newline and shorter than one step."""
+  rng = np.random.default_rng(11)
+  alphabet = np.array(list(b"01,ab\r"), dtype=np.uint8)
+  lines = []
+  for _ in range(600):
+    length = int(rng.integers(0, 71))
+    body = bytes(rng.choice(alphabet, length)) if length else b""
+    lines.append(b"" if rng.random() < 0.1 else b"0," + body)
+  columns = dict(delimiter=",", num_columns=2, label_column=0,
+                 dense_columns=[], categorical_columns=[1], moduli=[2**31])
+  for count in (1, 2, 600):
+    for ending in (b"\n", b"\r\n", b""):
+      chosen = lines[:count]
+      text = b"".join(line + (b"\r\n" if i % 3 == 0 else b"\n")
+                      for i, line in enumerate(chosen[:-1]))
+      text += chosen[-1] + ending
+      # Lines ended by \n (the last one need not be), one trailing \r
+      # dropped from each, as the stock readers do.
+      want_lines = text.split(b"\n")
+      if want_lines[-1] == b"":
+        want_lines.pop()
+      want_lines = [line[:-1] if line.endswith(b"\r") else line
+                    for line in want_lines]
+      got = native.decode_delimited_text(ops, tf.constant(text), **columns)
+      want = native.decode_delimited_rows(ops, tf.constant(want_lines),
+                                          **columns)
+      for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.numpy(), w.numpy(),
+                                      err_msg=f"{count} lines, {ending!r}")
+
+
 def test_wide_lines_equal_the_tabular_stock_ops(ops):
   """Criteo-wide lines (40 columns, 20-600 bytes), which the decoder scans
   32 bytes at a time: field counts off by one, quotes and non-ASCII bytes
