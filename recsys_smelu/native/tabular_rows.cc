@@ -378,51 +378,52 @@ class ShortValueHashes {
   explicit ShortValueHashes(const std::vector<FastModulus>& moduli)
       : moduli_(moduli),
         entries_(moduli.size() << kSlotBits),
-        keys_(moduli.size()),
         missed_(moduli.size()) {}
 
   // hashes[k] = Fingerprint64(value k) % moduli[k] for the categorical
   // values of one line, value k being field columns[k] of the line at begin
   // ([begin + starts[c], begin + starts[c + 1] - 1) is field c); bytes up to
-  // readable_end may be read. In two passes, so that no branch depends on
-  // whether a value is cached (a miss mispredicts): all lookups, the
-  // columns that missed listed without a branch, then the misses hashed
-  // and cached. Hash: int64_t for the Decode ops, int32_t for packed rows
-  // (written into the row). The scratch vectors' storage is held in locals,
-  // so stores through hashes need not reload it.
-  template <typename Hash>
+  // readable_end may be read; kPadded: 8 bytes from any value's start are
+  // readable (no test per value). In two passes, so that no branch depends
+  // on whether a value is cached (a miss mispredicts): all lookups, the
+  // columns that missed listed without a branch, then the misses keyed
+  // again, hashed and cached. Hash: int64_t for the Decode ops, int32_t
+  // for packed rows (written into the row). The scratch storage is held in
+  // locals, so stores through hashes need not reload it.
+  template <bool kPadded, typename Hash>
   void HashRow(const char* begin, const int32_t* starts,
                const int64_t* columns, const char* readable_end,
                Hash* hashes) {
     const int64_t n = static_cast<int64_t>(moduli_.size());
     Entry* const entries = entries_.data();
-    uint64_t* const keys = keys_.data();
     int64_t* const missed = missed_.data();
     int64_t misses = 0;
-    for (int64_t k = 0; k < n; ++k) {
+    const Entry* table = entries;  // column k's slots
+    for (int64_t k = 0; k < n; ++k, table += kSlots) {
       const int64_t column = columns[k];
       const int32_t start = starts[column];
-      const uint64_t key = KeyOf(begin + start,
-                                 starts[column + 1] - start - 1, readable_end);
-      const Entry& entry = entries[SlotOf(k, key)];
+      const uint64_t key = KeyOf<kPadded>(
+          begin + start, starts[column + 1] - start - 1, readable_end);
+      const Entry& entry = table[SlotIn(key)];
       hashes[k] = static_cast<Hash>(entry.hash);
-      keys[k] = key;
       missed[misses] = k;
       misses += entry.key != key;
     }
     for (int64_t i = 0; i < misses; ++i) {
       const int64_t k = missed[i];
       const int64_t column = columns[k];
-      const uint64_t hash = moduli_[k].Of(
-          Fingerprint64(begin + starts[column],
-                        starts[column + 1] - starts[column] - 1));
-      if (keys[k] != kUncached) entries[SlotOf(k, keys[k])] = {keys[k], hash};
+      const int32_t start = starts[column];
+      const int64_t length = starts[column + 1] - start - 1;
+      const uint64_t key = KeyOf<kPadded>(begin + start, length, readable_end);
+      const uint64_t hash = moduli_[k].Of(Fingerprint64(begin + start, length));
+      if (key != kUncached) entries[k * kSlots + SlotIn(key)] = {key, hash};
       hashes[k] = static_cast<Hash>(hash);
     }
   }
 
  private:
   static constexpr int kSlotBits = 8;
+  static constexpr int64_t kSlots = int64_t{1} << kSlotBits;
   // Never the key of a cached value (KeyOf): a length-0 key is 0, and a top
   // byte of 0 with other bits set would be an 8-byte value ending in \0.
   static constexpr uint64_t kEmpty = 1;     // an unused entry
@@ -433,10 +434,11 @@ class ShortValueHashes {
   // shorter than 8 bytes. One 8-byte value per key has a top byte below 8,
   // so those (values ending in a control byte \0-\7) are kUncached, as
   // are values longer than 8 bytes.
+  template <bool kPadded>
   static uint64_t KeyOf(const char* value, int64_t length,
                         const char* readable_end) {
     uint64_t word = 0;
-    if (readable_end - value >= 8) {
+    if (kPadded || readable_end - value >= 8) {
       std::memcpy(&word, value, 8);
     } else {
       std::memcpy(&word, value, length);  // length < 8 here
@@ -450,9 +452,8 @@ class ShortValueHashes {
     return cached ? key : kUncached;
   }
 
-  static uint64_t SlotOf(int64_t k, uint64_t key) {
-    return (static_cast<uint64_t>(k) << kSlotBits) +
-           ((key * 0x9E3779B97F4A7C15ull) >> (64 - kSlotBits));
+  static uint64_t SlotIn(uint64_t key) {
+    return (key * 0x9E3779B97F4A7C15ull) >> (64 - kSlotBits);
   }
 
   struct Entry {
@@ -461,7 +462,6 @@ class ShortValueHashes {
   };
   const std::vector<FastModulus>& moduli_;
   std::vector<Entry> entries_;
-  std::vector<uint64_t> keys_;    // HashRow's keys of the line's values
   std::vector<int64_t> missed_;  // HashRow's columns that missed
 };
 
@@ -924,8 +924,13 @@ class DecodeDelimitedRowsOp : public OpKernel {
         return false;
       }
     }
-    short_hashes->HashRow(begin, starts, categorical_columns_.data(),
-                          readable_end, hashes);
+    if (readable_end - end >= 8) {  // no value's 8-byte load leaves the text
+      short_hashes->HashRow<true>(begin, starts, categorical_columns_.data(),
+                                  readable_end, hashes);
+    } else {
+      short_hashes->HashRow<false>(begin, starts, categorical_columns_.data(),
+                                   readable_end, hashes);
+    }
     return true;
   }
 
