@@ -105,6 +105,17 @@ struct BitPositionTable {
 };
 constexpr BitPositionTable kBitPositions;
 
+// Bit i set when p[i] == byte (a broadcast byte), for the 32 bytes at p.
+inline uint32_t EqualMask32(const char* p, __m128i byte) {
+  const __m128i low = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i high =
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
+  return static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(low, byte))) |
+         (static_cast<uint32_t>(
+              _mm_movemask_epi8(_mm_cmpeq_epi8(high, byte)))
+          << 16);
+}
+
 // out[i] = base + (position of the i-th set bit of byte_mask), i <
 // popcount(byte_mask), from a table instead of a bit-by-bit loop (whose
 // steps depend on each other); out[popcount .. 8) get scratch values.
@@ -377,7 +388,7 @@ class ShortValueHashes {
  public:
   explicit ShortValueHashes(const std::vector<FastModulus>& moduli)
       : moduli_(moduli),
-        entries_(moduli.size() << kSlotBits),
+        entries_(moduli.size() * kSlots),
         missed_(moduli.size()) {}
 
   // hashes[k] = Fingerprint64(value k) % moduli[k] for the categorical
@@ -613,16 +624,8 @@ class DecodeDelimitedRowsOp : public OpKernel {
 #if defined(__SSE4_1__)
       const __m128i newline = _mm_set1_epi8('\n');
       for (; end - scanned >= 32; scanned += 32) {
-        uint32_t bits =
-            static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(scanned)),
-                newline))) |
-            (static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(
-                 _mm_loadu_si128(
-                     reinterpret_cast<const __m128i*>(scanned + 16)),
-                 newline)))
-             << 16);
-        for (; bits != 0; bits &= bits - 1) {
+        for (uint32_t bits = EqualMask32(scanned, newline); bits != 0;
+             bits &= bits - 1) {
           const char* const line_end = scanned + __builtin_ctz(bits);
           add_line(line_end);
           line = line_end + 1;
