@@ -105,15 +105,19 @@ struct BitPositionTable {
 };
 constexpr BitPositionTable kBitPositions;
 
+// The high bits of the 32 bytes low, high (16 each) as one mask, bit i
+// from byte i.
+inline uint32_t HighBits32(__m128i low, __m128i high) {
+  return static_cast<uint32_t>(_mm_movemask_epi8(low)) |
+         (static_cast<uint32_t>(_mm_movemask_epi8(high)) << 16);
+}
+
 // Bit i set when p[i] == byte (a broadcast byte), for the 32 bytes at p.
 inline uint32_t EqualMask32(const char* p, __m128i byte) {
   const __m128i low = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   const __m128i high =
       _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
-  return static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(low, byte))) |
-         (static_cast<uint32_t>(
-              _mm_movemask_epi8(_mm_cmpeq_epi8(high, byte)))
-          << 16);
+  return HighBits32(_mm_cmpeq_epi8(low, byte), _mm_cmpeq_epi8(high, byte));
 }
 
 // out[i] = base + (position of the i-th set bit of byte_mask), i <
@@ -859,16 +863,12 @@ class DecodeDelimitedRowsOp : public OpKernel {
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
       const __m128i high_bytes =
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
-      auto bits_of = [](__m128i low, __m128i high) {
-        return static_cast<uint32_t>(_mm_movemask_epi8(low)) |
-               (static_cast<uint32_t>(_mm_movemask_epi8(high)) << 16);
-      };
-      const uint32_t special =  // high bit: a non-ASCII byte
-          bits_of(_mm_or_si128(low_bytes, _mm_cmpeq_epi8(low_bytes, quote)),
-                  _mm_or_si128(high_bytes, _mm_cmpeq_epi8(high_bytes, quote)));
+      const uint32_t special = HighBits32(  // high bit: a non-ASCII byte
+          _mm_or_si128(low_bytes, _mm_cmpeq_epi8(low_bytes, quote)),
+          _mm_or_si128(high_bytes, _mm_cmpeq_epi8(high_bytes, quote)));
       if (special & mask) return -1;
-      const uint32_t bits = bits_of(_mm_cmpeq_epi8(low_bytes, delimiter),
-                                    _mm_cmpeq_epi8(high_bytes, delimiter)) &
+      const uint32_t bits = HighBits32(_mm_cmpeq_epi8(low_bytes, delimiter),
+                                       _mm_cmpeq_epi8(high_bytes, delimiter)) &
                             mask;
       const int found = __builtin_popcount(bits);
       if (count + found >= num_columns) return 0;  // too many fields
